@@ -1,0 +1,106 @@
+//! The HTTP layer: thin axum handlers, one file per Matrix area. Handlers parse and authorize,
+//! call a service, and shape the reply; every failure leaves as a Matrix error body.
+
+mod client;
+mod error;
+mod extract;
+mod synapse_admin;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{Any, CorsLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    error::{Error, ErrorKind},
+    service::Services,
+};
+
+/// The client-facing router (client API, Synapse-compatible admin endpoints, health).
+pub fn router(services: Arc<Services>) -> Router {
+    let max_body = services.config.limits.max_request_size;
+    Router::new()
+        .nest("/_matrix/client/v3", client::v3_routes())
+        // Older clients still use r0 paths; the endpoints are the same.
+        .nest("/_matrix/client/r0", client::v3_routes())
+        .nest("/_matrix/client/v1", client::v1_routes())
+        .route("/_matrix/client/versions", get(client::discovery::versions))
+        .route("/.well-known/matrix/client", get(client::discovery::well_known_client))
+        .route("/.well-known/matrix/server", get(client::discovery::well_known_server))
+        .merge(synapse_admin::routes())
+        .route("/health", get(|| async { "OK" }))
+        .fallback(unrecognized)
+        // Last, so that it reaches every route added above.
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(answer_options))
+        .layer(cors())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    // The path only: query strings can carry access tokens.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        user = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response, latency: Duration, _span: &tracing::Span| {
+                    tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+                }),
+        )
+        .with_state(services)
+}
+
+async fn unrecognized() -> Error {
+    Error::new(ErrorKind::Unrecognized, "Unrecognized request")
+}
+
+async fn method_not_allowed() -> Error {
+    Error::new(ErrorKind::MethodNotAllowed, "Method not allowed for this endpoint")
+}
+
+/// The spec: every endpoint answers OPTIONS (with CORS headers) without running its logic.
+/// Preflight requests are answered by the CORS layer before they get here.
+async fn answer_options(request: Request, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        return (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response();
+    }
+    next.run(request).await
+}
+
+/// The CORS headers the spec recommends, so that browser clients can talk to us from any origin.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    Error::internal(format!("handler panicked: {message}")).into_response()
+}

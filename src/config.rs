@@ -1,0 +1,426 @@
+//! Configuration: a TOML file plus `MYELIN_*` environment overrides, validated once at start.
+//!
+//! Every setting is listed, with its environment variable, in `docs/configuration.md`; the example
+//! file `config/myelin.toml` comments each one. Nested keys map to variables with `__`:
+//! `database.path` is `MYELIN_DATABASE__PATH`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ruma::{OwnedServerName, RoomVersionId};
+use serde::Deserialize;
+
+/// The whole configuration. Unknown keys are refused, so a typo is an error and not a silent default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The domain in user IDs (`@alice:server_name`); it can never change once users exist.
+    pub server_name: OwnedServerName,
+    /// The URL clients use to reach the client API, as advertised in `/.well-known/matrix/client`.
+    #[serde(default)]
+    pub public_baseurl: Option<String>,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+    #[serde(default)]
+    pub rooms: RoomsConfig,
+    #[serde(default)]
+    pub well_known: WellKnownConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Plain-HTTP client API (and admin API). Put a TLS-terminating proxy in front in production.
+    pub client: SocketAddr,
+    /// TLS federation API; `None` turns federation listening off.
+    pub federation: Option<SocketAddr>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain for the federation listener.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for the federation listener.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Directory of the RocksDB database; created on first start.
+    pub path: PathBuf,
+    /// Size of the shared block cache, in MiB.
+    pub cache_mb: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("./data"), cache_mb: 128 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Whether anyone may create an account through `/register`.
+    pub enabled: bool,
+    /// Require one of `tokens` (the `m.login.registration_token` stage).
+    pub token_required: bool,
+    /// Registration tokens accepted when `token_required` is on (a list, or one comma-separated string).
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub tokens: Vec<String>,
+    /// Secret for Synapse-compatible shared-secret registration (`/_synapse/admin/v1/register`).
+    pub shared_secret: Option<String>,
+    /// Allow guest accounts (`/register?kind=guest`).
+    pub allow_guests: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of access tokens given to clients that support refresh tokens, in seconds.
+    pub refreshable_access_token_lifetime_secs: u64,
+    /// How long an unfinished user-interactive authentication session lives, in seconds.
+    pub uia_session_lifetime_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { refreshable_access_token_lifetime_secs: 300, uia_session_lifetime_secs: 900 }
+    }
+}
+
+impl AuthConfig {
+    pub fn access_token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.refreshable_access_token_lifetime_secs)
+    }
+
+    pub fn uia_session_lifetime(&self) -> Duration {
+        Duration::from_secs(self.uia_session_lifetime_secs)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_request_size: usize,
+    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_request_size: 1024 * 1024, shutdown_grace_secs: 8 }
+    }
+}
+
+/// A token bucket: `per_second` refills, up to `burst` requests at once.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Turn every rate limit off (test suites and benchmarks do).
+    pub enabled: bool,
+    /// Login attempts per client IP address.
+    pub login: Rate,
+    /// Failed login attempts per account.
+    pub failed_login: Rate,
+    /// Registrations (and registration-token checks) per client IP address.
+    pub registration: Rate,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login: Rate { per_second: 0.5, burst: 10 },
+            failed_login: Rate { per_second: 0.1, burst: 5 },
+            registration: Rate { per_second: 0.2, burst: 5 },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Room version of newly created rooms.
+    pub default_version: RoomVersionId,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { default_version: RoomVersionId::V12 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WellKnownConfig {
+    /// `m.server` in `/.well-known/matrix/server` (delegation, `host:port`).
+    pub server: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, or per module such as `myelin=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+/// A configuration problem, worded to be printed as one line.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The room versions this server understands.
+pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 12] = [
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
+
+impl Config {
+    /// Reads the optional file, applies `MYELIN_*` variables from `env`, and validates the result.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "configuration file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("MYELIN_")).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("MYELIN")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let config: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, problem: &str| Err(ConfigError(format!("`{key}`: {problem}")));
+        if let Some(url) = &self.public_baseurl
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return fail("public_baseurl", "must be an http:// or https:// URL");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return fail("tls", "set both `tls.cert` and `tls.key`, or neither");
+        }
+        if self.listen.federation.is_some() && self.tls.cert.is_none() {
+            return fail("listen.federation", "the federation listener needs `tls.cert` and `tls.key`");
+        }
+        for (key, path) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return fail(key, &format!("{} does not exist or is not a file", path.display()));
+            }
+        }
+        if self.database.cache_mb == 0 {
+            return fail("database.cache_mb", "must be at least 1");
+        }
+        let reg = &self.registration;
+        if reg.token_required && reg.tokens.is_empty() {
+            return fail("registration.tokens", "`token_required` is on but no token is configured");
+        }
+        if reg.tokens.iter().any(|t| !is_valid_registration_token(t)) {
+            return fail(
+                "registration.tokens",
+                "tokens are 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '~' or '-'",
+            );
+        }
+        if reg.shared_secret.as_deref() == Some("") {
+            return fail("registration.shared_secret", "must not be empty (leave it out to turn it off)");
+        }
+        if self.limits.max_request_size < 1024 {
+            return fail("limits.max_request_size", "must be at least 1024 bytes");
+        }
+        if self.auth.refreshable_access_token_lifetime_secs == 0 {
+            return fail("auth.refreshable_access_token_lifetime_secs", "must be at least 1");
+        }
+        let rl = &self.rate_limits;
+        for (key, rate) in
+            [("login", rl.login), ("failed_login", rl.failed_login), ("registration", rl.registration)]
+        {
+            if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
+                return fail(
+                    &format!("rate_limits.{key}"),
+                    "`per_second` must be a positive number and `burst` at least 1",
+                );
+            }
+        }
+        if !SUPPORTED_ROOM_VERSIONS.contains(&self.rooms.default_version) {
+            return fail("rooms.default_version", "must be a room version from 1 to 12");
+        }
+        if let Some(server) = &self.well_known.server
+            && server.contains('/')
+        {
+            return fail("well_known.server", "must be `host` or `host:port`, not a URL");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return fail("log.level", "not a valid filter (try `info` or `myelin=debug,info`)");
+        }
+        Ok(())
+    }
+
+    /// The client API base URL: configured, or the server name over HTTPS as Synapse assumes.
+    pub fn client_base_url(&self) -> String {
+        let url = self.public_baseurl.clone().unwrap_or_else(|| format!("https://{}", self.server_name));
+        if url.ends_with('/') { url } else { format!("{url}/") }
+    }
+}
+
+/// Registration tokens use the opaque identifier grammar, at most 64 characters.
+pub fn is_valid_registration_token(token: &str) -> bool {
+    (1..=64).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// Accepts a TOML list or, as environment variables can only carry strings, "a,b,c".
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(s) => {
+            s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+        }
+    })
+}
+
+/// Turns the `config` crate's error into one line that names the key.
+fn describe(error: config::ConfigError) -> String {
+    let text = error.to_string();
+    // serde's "missing field `x`" does not say that `x` is a configuration key.
+    if let Some(rest) = text.strip_prefix("missing field ") {
+        return format!("{rest}: required but not set");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("MYELIN_SERVER_NAME", "example.org"),
+                ("MYELIN_DATABASE__PATH", "/tmp/x"),
+                ("MYELIN_LISTEN__CLIENT", "127.0.0.1:9000"),
+                ("MYELIN_REGISTRATION__ENABLED", "true"),
+                ("MYELIN_REGISTRATION__SHARED_SECRET", "12345"),
+                ("MYELIN_REGISTRATION__TOKENS", "abc,def"),
+                ("UNRELATED", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server_name.as_str(), "example.org");
+        assert_eq!(config.database.path, PathBuf::from("/tmp/x"));
+        assert_eq!(config.listen.client.port(), 9000);
+        assert!(config.registration.enabled);
+        assert_eq!(config.registration.shared_secret.as_deref(), Some("12345"));
+        assert_eq!(config.registration.tokens, ["abc", "def"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::load(None, env(&[])).unwrap_err().0;
+        assert!(err.contains("server_name"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("MYELIN_SERVER_NAME", "a.b"), ("MYELIN_LISTEN__CLIENT", "nonsense")]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.contains("listen.client"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("MYELIN_SERVER_NAME", "a.b"), ("MYELIN_REGISTRATION__TOKEN_REQUIRED", "true")]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.contains("registration.tokens"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! Myelin, a Matrix homeserver.
+//!
+//! Requests flow one way: `api` (HTTP handlers) → `service` (logic) → `storage` (RocksDB).
+//! `docs/architecture.md` is the map.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod server;
+pub mod service;
+pub mod storage;

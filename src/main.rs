@@ -1,0 +1,7 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    myelin::cli::run(myelin::cli::Cli::parse())
+}

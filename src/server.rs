@@ -1,0 +1,66 @@
+//! Running the server: bind the listeners, serve until SIGINT/SIGTERM, then let in-flight requests
+//! finish and close the database.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+
+use crate::{config::Config, service::Services, storage::Storage};
+
+/// Serves until a shutdown signal. Prints the bound client address on stdout, so scripts that
+/// asked for port 0 learn the real one.
+pub async fn serve(config: Config) -> Result<(), String> {
+    let storage = Storage::open(&config.database).map_err(|e| e.to_string())?;
+    let services = Services::new(config, storage);
+    let config = services.config.clone();
+
+    let listener = TcpListener::bind(config.listen.client)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen.client))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(server_name = %config.server_name, "client API listening on http://{address}");
+    println!("myelin: listening on http://{address}");
+    if config.listen.federation.is_some() {
+        tracing::warn!("federation is not implemented yet; `listen.federation` is not bound");
+    }
+
+    let app = crate::api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop.send(());
+    let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
+        Err(_) => tracing::warn!("requests still running after {grace:?}; closing anyway"),
+    }
+    close(services);
+    Ok(())
+}
+
+/// Drops the services; the storage's drop writes what is queued and flushes the database.
+fn close(services: Arc<Services>) {
+    match Arc::try_unwrap(services) {
+        Ok(services) => drop(services),
+        Err(_) => tracing::warn!("requests still hold the database; its log keeps every write"),
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

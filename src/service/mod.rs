@@ -1,0 +1,51 @@
+//! The logic of the server, free of HTTP: the API layer parses and authorizes, then calls in here;
+//! services read and write through `storage`.
+
+pub mod account_data;
+pub mod accounts;
+pub mod password;
+pub mod profiles;
+pub mod rate_limit;
+pub mod secrets;
+pub mod shared_secret;
+pub mod uia;
+
+use std::sync::Arc;
+
+use crate::{config::Config, storage::Storage};
+
+/// Every service, built once at start and shared by all requests.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub storage: Arc<Storage>,
+    pub accounts: accounts::Accounts,
+    pub uia: uia::Uia,
+    pub profiles: profiles::Profiles,
+    pub account_data: account_data::AccountData,
+    pub rate_limits: rate_limit::RateLimits,
+    pub shared_secret: shared_secret::SharedSecretRegistration,
+}
+
+impl Services {
+    pub fn new(config: Config, storage: Storage) -> Arc<Self> {
+        let config = Arc::new(config);
+        let storage = Arc::new(storage);
+        Arc::new(Self {
+            accounts: accounts::Accounts::new(config.clone(), storage.clone()),
+            uia: uia::Uia::new(config.auth.uia_session_lifetime()),
+            profiles: profiles::Profiles::new(config.clone(), storage.clone()),
+            account_data: account_data::AccountData::new(storage.clone()),
+            rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
+            shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
+            config,
+            storage,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every Matrix timestamp.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,212 @@
+//! Typed key encoding: the only place that turns identifiers and numbers into key bytes.
+//!
+//! A key is a sequence of parts. A string part is its UTF-8 bytes followed by [`SEP`]; a `u64` part
+//! is 8 bytes big-endian; a fixed-size byte part (a hash) is its bytes. The layouts of the column
+//! families are in `storage::schema`.
+
+use ruma::{DeviceId, RoomId, UserId};
+
+use super::StorageError;
+
+/// Ends every string part. `0xFF` never occurs in UTF-8.
+pub const SEP: u8 = 0xFF;
+
+/// Builds a key part by part.
+#[derive(Default)]
+pub struct KeyBuilder(Vec<u8>);
+
+impl KeyBuilder {
+    pub fn new() -> Self {
+        Self(Vec::with_capacity(64))
+    }
+
+    pub fn str(mut self, part: &str) -> Self {
+        self.0.extend_from_slice(part.as_bytes());
+        self.0.push(SEP);
+        self
+    }
+
+    pub fn u64(mut self, part: u64) -> Self {
+        self.0.extend_from_slice(&part.to_be_bytes());
+        self
+    }
+
+    pub fn bytes(mut self, part: &[u8]) -> Self {
+        self.0.extend_from_slice(part);
+        self
+    }
+
+    pub fn build(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Reads a key back part by part, in the order it was built.
+pub struct KeyReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> KeyReader<'a> {
+    pub fn new(key: &'a [u8]) -> Self {
+        Self { rest: key }
+    }
+
+    pub fn str(&mut self) -> Result<&'a str, StorageError> {
+        let end = self
+            .rest
+            .iter()
+            .position(|&b| b == SEP)
+            .ok_or_else(|| StorageError::Corrupt("key: string part without separator".into()))?;
+        let part = std::str::from_utf8(&self.rest[..end])
+            .map_err(|_| StorageError::Corrupt("key: string part is not UTF-8".into()))?;
+        self.rest = &self.rest[end + 1..];
+        Ok(part)
+    }
+
+    pub fn u64(&mut self) -> Result<u64, StorageError> {
+        let (head, rest) = self
+            .rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| StorageError::Corrupt("key: truncated integer".into()))?;
+        self.rest = rest;
+        Ok(u64::from_be_bytes(*head))
+    }
+
+    /// Checks that the whole key was read.
+    pub fn finish(self) -> Result<(), StorageError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(StorageError::Corrupt("key: trailing bytes".into()))
+        }
+    }
+}
+
+/// `Meta`: a named server-wide value.
+pub fn meta(name: &str) -> Vec<u8> {
+    KeyBuilder::new().str(name).build()
+}
+
+/// `Users`: one account.
+pub fn user(user_id: &UserId) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).build()
+}
+
+/// `Devices`, `DeviceLastSeen`: one device of a user.
+pub fn user_device(user_id: &UserId, device_id: &DeviceId) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).build()
+}
+
+/// `Devices`, `DeviceLastSeen`, `Profiles`: every entry of one user.
+pub fn user_prefix(user_id: &UserId) -> Vec<u8> {
+    user(user_id)
+}
+
+/// Reads the device part of a `user_device` key.
+pub fn device_of(key: &[u8]) -> Result<&str, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    let device = reader.str()?;
+    reader.finish()?;
+    Ok(device)
+}
+
+/// `AccessTokens`, `RefreshTokens`: a token's SHA-256.
+pub fn token(hash: &[u8; 32]) -> Vec<u8> {
+    KeyBuilder::new().bytes(hash).build()
+}
+
+/// `Profiles`: one field of a user's profile.
+pub fn profile_field(user_id: &UserId, field: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(field).build()
+}
+
+/// Reads the field part of a `profile_field` key.
+pub fn field_of(key: &[u8]) -> Result<&str, StorageError> {
+    device_of(key)
+}
+
+/// `AccountData`: one account data event, global when `room_id` is `None`.
+pub fn account_data(user_id: &UserId, room_id: Option<&RoomId>, kind: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(room_id.map_or("", |r| r.as_str())).str(kind).build()
+}
+
+/// `AccountData`: every entry of a user in one room, or global when `room_id` is `None`.
+pub fn account_data_prefix(user_id: &UserId, room_id: Option<&RoomId>) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(room_id.map_or("", |r| r.as_str())).build()
+}
+
+/// Reads the type part of an `account_data` key.
+pub fn account_data_type_of(key: &[u8]) -> Result<&str, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    reader.str()?;
+    let kind = reader.str()?;
+    reader.finish()?;
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{device_id, room_id, user_id};
+
+    use super::*;
+
+    #[test]
+    fn parts_round_trip() {
+        let key = KeyBuilder::new().str("@a:b").u64(42).str("").str("x").build();
+        let mut reader = KeyReader::new(&key);
+        assert_eq!(reader.str().unwrap(), "@a:b");
+        assert_eq!(reader.u64().unwrap(), 42);
+        assert_eq!(reader.str().unwrap(), "");
+        assert_eq!(reader.str().unwrap(), "x");
+        reader.finish().unwrap();
+    }
+
+    #[test]
+    fn integers_sort_numerically() {
+        let mut numbers = [0u64, 1, 255, 256, 65_535, 1 << 40, u64::MAX - 1, u64::MAX];
+        let mut keys: Vec<Vec<u8>> = numbers.iter().map(|&n| KeyBuilder::new().str("r").u64(n).build()).collect();
+        keys.sort();
+        numbers.sort();
+        let decoded: Vec<u64> = keys
+            .iter()
+            .map(|k| {
+                let mut r = KeyReader::new(k);
+                r.str().unwrap();
+                r.u64().unwrap()
+            })
+            .collect();
+        assert_eq!(decoded, numbers);
+    }
+
+    #[test]
+    fn a_user_prefix_never_matches_a_longer_user() {
+        let alice = user_id!("@alice:example.org");
+        let alice2 = user_id!("@alice:example.org2");
+        let key = user_device(alice2, device_id!("DEV"));
+        assert!(!key.starts_with(&user_prefix(alice)));
+        assert!(user_device(alice, device_id!("DEV")).starts_with(&user_prefix(alice)));
+        assert_eq!(device_of(&user_device(alice, device_id!("DEV"))).unwrap(), "DEV");
+    }
+
+    #[test]
+    fn global_and_room_account_data_are_apart() {
+        let alice = user_id!("@alice:example.org");
+        let room = room_id!("!room:example.org");
+        let global = account_data(alice, None, "m.direct");
+        let in_room = account_data(alice, Some(room), "m.tag");
+        assert!(global.starts_with(&account_data_prefix(alice, None)));
+        assert!(!in_room.starts_with(&account_data_prefix(alice, None)));
+        assert!(in_room.starts_with(&account_data_prefix(alice, Some(room))));
+        assert_eq!(account_data_type_of(&in_room).unwrap(), "m.tag");
+    }
+
+    #[test]
+    fn malformed_keys_are_errors_not_panics() {
+        assert!(KeyReader::new(b"no separator").str().is_err());
+        assert!(KeyReader::new(&[1, 2, 3]).u64().is_err());
+        assert!(KeyReader::new(&[0xC3, SEP]).str().is_err());
+        assert!(device_of(b"a\xFFb\xFFextra").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Storage: owns the database. Nothing outside this module sees RocksDB, column families or key
+//! bytes; services read through typed methods on [`Storage`] and write by filling a [`Batch`]
+//! (typed methods too) and committing it, which is atomic and durable.
+//!
+//! Reads are direct, synchronous point lookups and short scans: they hit the block cache and take
+//! microseconds. Durable writes go through one writer thread with group commit (`writer`), so an
+//! async task never blocks on an fsync.
+
+mod account_data;
+mod accounts;
+mod batch;
+mod engine;
+pub mod key;
+mod profiles;
+mod rocks;
+mod schema;
+mod writer;
+
+use std::sync::Arc;
+
+pub use accounts::*;
+pub use batch::Batch;
+pub use engine::Engine;
+pub use schema::Column;
+use serde::de::DeserializeOwned;
+
+use crate::config::DatabaseConfig;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Engine(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("the database is closed")]
+    Closed,
+}
+
+pub struct Storage {
+    engine: Arc<dyn Engine>,
+    writer: writer::GroupCommit,
+}
+
+impl Storage {
+    /// Opens the RocksDB database at `config.path`.
+    pub fn open(config: &DatabaseConfig) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StorageError::Engine(format!("cannot create {}: {e}", config.path.display()))
+        })?;
+        let engine = rocks::RocksEngine::open(&config.path, config.cache_mb)?;
+        Ok(Self::with_engine(Arc::new(engine)))
+    }
+
+    pub fn with_engine(engine: Arc<dyn Engine>) -> Self {
+        let writer = writer::GroupCommit::start(engine.clone());
+        Self { engine, writer }
+    }
+
+    /// Applies the batch atomically and returns once it is on disk. Concurrent commits share one
+    /// fsync.
+    pub async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.writer.commit(batch).await
+    }
+
+    /// Applies the batch atomically without waiting for the disk: for bookkeeping that may be lost
+    /// in a power cut (when a device was last seen), never for anything acknowledged to a client.
+    pub fn commit_relaxed(&self, batch: Batch) -> Result<(), StorageError> {
+        self.engine.write(std::slice::from_ref(&batch), false)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, column: Column, key: &[u8]) -> Result<Option<T>, StorageError> {
+        self.engine.get(column, key)?.map(|bytes| decode(column, &bytes)).transpose()
+    }
+
+    fn exists(&self, column: Column, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.engine.get(column, key)?.is_some())
+    }
+
+    /// Every entry under `prefix`, with its value decoded.
+    fn scan_json<T: DeserializeOwned>(
+        &self,
+        column: Column,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+        self.engine
+            .scan_prefix(column, prefix)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((key, decode(column, &value)?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Storage {
+    /// Closing: write what is queued, then flush memory to disk so the next start does not have to
+    /// replay the log (the log alone would be enough for safety).
+    fn drop(&mut self) {
+        self.writer.close();
+        match self.engine.flush() {
+            Ok(()) => tracing::info!("database closed cleanly"),
+            Err(e) => tracing::error!(error = %e, "flushing the database at close failed"),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(column: Column, bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(format!("{}: {e}", column.name())))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+//! The RocksDB engine.
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+};
+
+use super::{
+    Batch, Column, StorageError,
+    batch::Op,
+    engine::{Engine, Entry},
+    schema::Access,
+};
+
+pub struct RocksEngine {
+    db: DB,
+}
+
+impl RocksEngine {
+    /// Opens (or creates) the database. RocksDB holds a lock file, so a second process opening the
+    /// same directory fails here instead of corrupting it.
+    pub fn open(path: &Path, cache_mb: usize) -> Result<Self, StorageError> {
+        let cache = Cache::new_lru_cache(cache_mb * 1024 * 1024).map_err(engine_error)?;
+
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        // After a crash, replay the log up to the last intact record: a torn tail is dropped,
+        // everything acknowledged before it (synced) is kept.
+        db_options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        db_options.set_max_background_jobs(2);
+        db_options.set_keep_log_file_num(4);
+        db_options.set_max_log_file_size(8 * 1024 * 1024);
+        db_options.set_max_total_wal_size(64 * 1024 * 1024);
+
+        let descriptors = Column::ALL.iter().map(|&column| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_cache_index_and_filter_blocks(true);
+            if column.access() == Access::Point {
+                table.set_bloom_filter(10.0, false);
+            }
+            let mut options = Options::default();
+            options.set_block_based_table_factory(&table);
+            options.set_compression_type(DBCompressionType::Lz4);
+            options.set_bottommost_compression_type(DBCompressionType::Zstd);
+            ColumnFamilyDescriptor::new(column.name(), options)
+        });
+
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors).map_err(|e| {
+            if e.to_string().contains("lock") {
+                StorageError::Engine(format!(
+                    "the database at {} is in use by another process (is the server running?)",
+                    path.display()
+                ))
+            } else {
+                engine_error(e)
+            }
+        })?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, column: Column) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(column.name()).expect("every column family is created at open")
+    }
+}
+
+fn engine_error(e: rocksdb::Error) -> StorageError {
+    StorageError::Engine(e.into_string())
+}
+
+impl Engine for RocksEngine {
+    fn get(&self, column: Column, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.get_cf(self.cf(column), key).map_err(engine_error)
+    }
+
+    fn scan_prefix<'a>(
+        &'a self,
+        column: Column,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StorageError>> + 'a> {
+        let mut options = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            options.set_iterate_upper_bound(upper);
+        }
+        let prefix = prefix.to_vec();
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(column), options, IteratorMode::From(&prefix, Direction::Forward))
+            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(engine_error));
+        Box::new(iter)
+    }
+
+    fn write(&self, batches: &[Batch], durable: bool) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for op in batches.iter().flat_map(|b| &b.ops) {
+            match op {
+                Op::Put { column, key, value } => batch.put_cf(self.cf(*column), key, value),
+                Op::Delete { column, key } => batch.delete_cf(self.cf(*column), key),
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(durable);
+        self.db.write_opt(batch, &options).map_err(engine_error)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        for column in Column::ALL {
+            self.db.flush_cf(self.cf(column)).map_err(engine_error)?;
+        }
+        self.db.flush_wal(true).map_err(engine_error)
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, if there is one.
+fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < u8::MAX {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn upper_bound_of_a_prefix() {
+        assert_eq!(prefix_upper_bound(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_upper_bound(&[b'a', 0xFF]), Some(vec![b'b']));
+        assert_eq!(prefix_upper_bound(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_upper_bound(b""), None);
+    }
+}
