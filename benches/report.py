@@ -2,6 +2,7 @@
 """Turn the JSON lines of one benches/run into the HTTP section of docs/benchmarks.md.
 
     benches/report.py RESULTS.jsonl DOC.md
+    benches/report.py --storage STORAGE.jsonl DOC.md
 
 Rewrites only what lies between the markers below (appending them, and
 creating DOC.md, if missing). Standard library only.
@@ -18,8 +19,10 @@ import json
 import os
 import sys
 
-BEGIN = "<!-- http-bench:begin -->"
-END = "<!-- http-bench:end -->"
+MARKERS = {
+    "http": ("<!-- http-bench:begin -->", "<!-- http-bench:end -->", "## HTTP: Myelin and Synapse"),
+    "storage": ("<!-- storage-bench:begin -->", "<!-- storage-bench:end -->", "## Storage: durable writes and group commit"),
+}
 SERVERS = [("myelin", "Myelin"), ("synapse", "Synapse")]
 SCENARIOS = [
     ("login", "`POST /login` (password), then an untimed logout"),
@@ -151,27 +154,73 @@ def render(lines: list[dict]) -> str:
     return "\n".join(out)
 
 
-def splice(doc_path: str, section: str) -> None:
+def render_storage(lines: list[dict]) -> str:
+    meta = next((l for l in lines if l.get("scenario") == "meta"), {})
+    phases = {l["phase"]: l for l in lines if l.get("scenario") == "storage"}
+    out = [
+        f"Run of {meta.get('date', '?')} by `benches/run` (`cargo bench --bench storage`) on"
+        f" {meta.get('nproc', '?')} CPUs ({meta.get('cpu', '?')}), commit {meta.get('myelin_commit') or 'none'}."
+        " Each write is one batch holding one account-data entry, committed through `Storage` in process;"
+        " durable means the call returns after the write-ahead log is fsynced.",
+        "",
+        "| Phase | Writers | Writes/s | Latency p50 / p99 / max (ms) | fsyncs | Writes per fsync |",
+        "| --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    titles = {
+        "sequential": "durable, one writer (each write waits for its own fsync)",
+        "concurrent": "durable, concurrent writers (group commit)",
+        "relaxed": "not durable: WAL without fsync (for scale)",
+    }
+    for key in ("sequential", "concurrent", "relaxed"):
+        p = phases.get(key)
+        if p is None:
+            continue
+        l = p["latency_ms"]
+        out.append(
+            f"| {titles[key]} | {p['writers']} | {num(p['writes_per_s'])} |"
+            f" {num(l['p50'])} / {num(l['p99'])} / {num(l['max'])} | {p['fsyncs']:,} |"
+            f" {num(p['writes_per_fsync']) if p['durable'] else '—'} |"
+        )
+    seq, conc = phases.get("sequential"), phases.get("concurrent")
+    if seq and conc:
+        out.append("")
+        out.append(
+            f"One writer reaches {num(seq['writes_per_s'])} durable writes/s, which is 1 / fsync latency on this disk;"
+            f" {conc['writers']} writers reach {num(conc['writes_per_s'])}/s"
+            f" ({conc['writes_per_s'] / seq['writes_per_s']:.1f}× as many), because batches that arrive during an fsync"
+            f" share the next one ({num(conc['writes_per_fsync'])} per fsync on average)."
+        )
+    out.append("")
+    out.append("Raw lines: `docs/benchmarks/storage.jsonl`.")
+    return "\n".join(out)
+
+
+def splice(doc_path: str, section: str, kind: str = "http") -> None:
+    begin, end, title = MARKERS[kind]
     text = open(doc_path).read() if os.path.exists(doc_path) else DOC_HEAD
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        before = text[: text.index(BEGIN)]
-        after = text[text.index(END) + len(END):]
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        before = text[: text.index(begin)]
+        after = text[text.index(end) + len(end):]
         text = before + block + after
     else:
-        text = text.rstrip("\n") + "\n\n## HTTP: Myelin and Synapse\n\n" + block + "\n"
+        text = text.rstrip("\n") + f"\n\n{title}\n\n" + block + "\n"
     with open(doc_path + ".tmp", "w") as f:
         f.write(text)
     os.replace(doc_path + ".tmp", doc_path)
 
 
 def main() -> int:
-    if len(sys.argv) != 3:
+    args = sys.argv[1:]
+    kind = "http"
+    if args[:1] == ["--storage"]:
+        kind, args = "storage", args[1:]
+    if len(args) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    with open(sys.argv[1]) as f:
+    with open(args[0]) as f:
         lines = [json.loads(l) for l in f if l.strip()]
-    splice(sys.argv[2], render(lines))
+    splice(args[1], render(lines) if kind == "http" else render_storage(lines), kind)
     return 0
 
 

@@ -6,10 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::Config,
-    service::{
-        Services,
-        accounts::NewAccount,
-    },
+    service::{Services, accounts::NewAccount},
     storage::Storage,
 };
 

@@ -38,7 +38,30 @@ pub struct Config {
     pub well_known: WellKnownConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// `MYELIN_*` variables that name no setting (scripts use some, such as `MYELIN_BIN`); they
+    /// are ignored and reported at start.
+    #[serde(skip)]
+    pub ignored_variables: Vec<String>,
 }
+
+/// The top-level keys of [`Config`]. A variable `MYELIN_X` or `MYELIN_X__Y` whose `x` is not one
+/// of them is not meant for the server; one whose `x` is, but names no setting, is a typo and an
+/// error. A test checks this list against the struct.
+const TOP_LEVEL_KEYS: [&str; 13] = [
+    "server_name",
+    "public_baseurl",
+    "listen",
+    "tls",
+    "database",
+    "registration",
+    "auth",
+    "limits",
+    "rate_limits",
+    "rooms",
+    "well_known",
+    "log",
+    "ignored_variables",
+];
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -152,8 +175,10 @@ pub struct RateLimitsConfig {
     pub login: Rate,
     /// Failed login attempts per account.
     pub failed_login: Rate,
-    /// Registrations (and registration-token checks) per client IP address.
+    /// Registrations per client IP address.
     pub registration: Rate,
+    /// Username-availability and registration-token checks per client IP address.
+    pub availability_checks: Rate,
 }
 
 impl Default for RateLimitsConfig {
@@ -163,6 +188,7 @@ impl Default for RateLimitsConfig {
             login: Rate { per_second: 0.5, burst: 10 },
             failed_login: Rate { per_second: 0.1, burst: 5 },
             registration: Rate { per_second: 0.2, burst: 5 },
+            availability_checks: Rate { per_second: 1.0, burst: 20 },
         }
     }
 }
@@ -251,19 +277,15 @@ impl Config {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with("MYELIN_")).collect();
+        let (env, ignored): (config::Map<String, String>, config::Map<String, String>) =
+            env.into_iter().filter(|(k, _)| k.starts_with("MYELIN_")).partition(|(k, _)| names_a_setting(k));
         builder = builder.add_source(
-            config::Environment::with_prefix("MYELIN")
-                .prefix_separator("_")
-                .separator("__")
-                .source(Some(env)),
+            config::Environment::with_prefix("MYELIN").prefix_separator("_").separator("__").source(Some(env)),
         );
-        let config: Config = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(describe(e)))?;
+        let mut config: Config =
+            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(describe(e)))?;
         config.validate()?;
+        config.ignored_variables = ignored.into_keys().collect();
         Ok(config)
     }
 
@@ -295,10 +317,7 @@ impl Config {
             return fail("registration.tokens", "`token_required` is on but no token is configured");
         }
         if reg.tokens.iter().any(|t| !is_valid_registration_token(t)) {
-            return fail(
-                "registration.tokens",
-                "tokens are 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '~' or '-'",
-            );
+            return fail("registration.tokens", "tokens are 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '~' or '-'");
         }
         if reg.shared_secret.as_deref() == Some("") {
             return fail("registration.shared_secret", "must not be empty (leave it out to turn it off)");
@@ -310,9 +329,7 @@ impl Config {
             return fail("auth.refreshable_access_token_lifetime_secs", "must be at least 1");
         }
         let rl = &self.rate_limits;
-        for (key, rate) in
-            [("login", rl.login), ("failed_login", rl.failed_login), ("registration", rl.registration)]
-        {
+        for (key, rate) in [("login", rl.login), ("failed_login", rl.failed_login), ("registration", rl.registration)] {
             if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
                 return fail(
                     &format!("rate_limits.{key}"),
@@ -341,6 +358,13 @@ impl Config {
     }
 }
 
+/// Whether a `MYELIN_*` variable is meant for the configuration (see [`TOP_LEVEL_KEYS`]).
+fn names_a_setting(variable: &str) -> bool {
+    let key = variable["MYELIN_".len()..].to_lowercase();
+    let top = key.split("__").next().unwrap_or_default();
+    top != "ignored_variables" && TOP_LEVEL_KEYS.contains(&top)
+}
+
 /// Registration tokens use the opaque identifier grammar, at most 64 characters.
 pub fn is_valid_registration_token(token: &str) -> bool {
     (1..=64).contains(&token.len())
@@ -357,9 +381,7 @@ fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec
     }
     Ok(match ListOrString::deserialize(d)? {
         ListOrString::List(list) => list,
-        ListOrString::String(s) => {
-            s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
-        }
+        ListOrString::String(s) => s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect(),
     })
 }
 
@@ -405,22 +427,49 @@ mod tests {
     }
 
     #[test]
+    fn variables_for_other_tools_are_ignored_but_typos_are_not() {
+        let config = Config::load(
+            None,
+            env(&[("MYELIN_SERVER_NAME", "example.org"), ("MYELIN_BIN", "/x"), ("MYELIN_CACHE", "/y")]),
+        )
+        .unwrap();
+        assert_eq!(config.ignored_variables, ["MYELIN_BIN", "MYELIN_CACHE"]);
+        let err =
+            Config::load(None, env(&[("MYELIN_SERVER_NAME", "a.b"), ("MYELIN_DATABASE__PAHT", "/x")])).unwrap_err().0;
+        assert!(err.contains("paht"), "{err}");
+    }
+
+    #[test]
+    fn the_list_of_top_level_keys_matches_the_struct() {
+        // serde lists the expected fields when it meets an unknown one.
+        let text = toml_error("bogus_key_for_the_test = 1\nserver_name = \"a.b\"\n");
+        let expected: Vec<&str> = text.split('`').skip(3).step_by(2).collect();
+        let mut listed: Vec<&str> = TOP_LEVEL_KEYS.iter().copied().filter(|k| *k != "ignored_variables").collect();
+        let mut expected = expected;
+        listed.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(listed, expected, "{text}");
+    }
+
+    fn toml_error(toml: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(Some(&path), Vec::new()).unwrap_err().0
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = Config::load(None, env(&[])).unwrap_err().0;
         assert!(err.contains("server_name"), "{err}");
-        let err = Config::load(
-            None,
-            env(&[("MYELIN_SERVER_NAME", "a.b"), ("MYELIN_LISTEN__CLIENT", "nonsense")]),
-        )
-        .unwrap_err()
-        .0;
+        let err = Config::load(None, env(&[("MYELIN_SERVER_NAME", "a.b"), ("MYELIN_LISTEN__CLIENT", "nonsense")]))
+            .unwrap_err()
+            .0;
         assert!(err.contains("listen.client"), "{err}");
-        let err = Config::load(
-            None,
-            env(&[("MYELIN_SERVER_NAME", "a.b"), ("MYELIN_REGISTRATION__TOKEN_REQUIRED", "true")]),
-        )
-        .unwrap_err()
-        .0;
+        let err =
+            Config::load(None, env(&[("MYELIN_SERVER_NAME", "a.b"), ("MYELIN_REGISTRATION__TOKEN_REQUIRED", "true")]))
+                .unwrap_err()
+                .0;
         assert!(err.contains("registration.tokens"), "{err}");
     }
 }

@@ -34,12 +34,16 @@ pub enum ErrorKind {
     NotFound,
     Forbidden,
     MissingToken,
-    UnknownToken { soft_logout: bool },
+    UnknownToken {
+        soft_logout: bool,
+    },
     Unrecognized,
     MethodNotAllowed,
     /// A user-interactive authentication stage this endpoint does not offer (400, as Synapse).
     UnknownAuthType,
-    LimitExceeded { retry_after_ms: u64 },
+    LimitExceeded {
+        retry_after_ms: u64,
+    },
     TooLarge,
     MissingParam,
     InvalidParam,
@@ -136,8 +140,7 @@ pub struct UiaChallenge {
 
 impl UiaChallenge {
     pub fn to_json(&self) -> Value {
-        let flows: Vec<Value> =
-            self.flows.iter().map(|stages| serde_json::json!({ "stages": stages })).collect();
+        let flows: Vec<Value> = self.flows.iter().map(|stages| serde_json::json!({ "stages": stages })).collect();
         let mut body = serde_json::json!({
             "flows": flows,
             "params": self.params,

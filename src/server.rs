@@ -13,6 +13,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let storage = Storage::open(&config.database).map_err(|e| e.to_string())?;
     let services = Services::new(config, storage);
     let config = services.config.clone();
+    for variable in &config.ignored_variables {
+        tracing::info!("ignoring {variable}: it names no setting");
+    }
 
     let listener = TcpListener::bind(config.listen.client)
         .await
@@ -27,7 +30,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let app = crate::api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
     });
 
     shutdown_signal().await;
@@ -54,8 +61,8 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -136,9 +136,7 @@ fn access_token(parts: &Parts) -> Result<Option<&str>, Error> {
         }
         None => None,
     };
-    let query = parts.uri.query().and_then(|q| {
-        q.split('&').find_map(|pair| pair.strip_prefix("access_token="))
-    });
+    let query = parts.uri.query().and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("access_token=")));
     match (header, query) {
         (Some(_), Some(_)) => Err(Error::new(
             ErrorKind::MissingToken,

@@ -61,7 +61,11 @@ pub fn router(services: Arc<Services>) -> Router {
                 })
                 .on_request(())
                 .on_response(|response: &Response, latency: Duration, _span: &tracing::Span| {
-                    tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+                    tracing::debug!(
+                        status = response.status().as_u16(),
+                        latency_ms = latency.as_millis() as u64,
+                        "response"
+                    );
                 }),
         )
         .with_state(services)
@@ -89,11 +93,7 @@ fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([
-            HeaderName::from_static("x-requested-with"),
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-        ])
+        .allow_headers([HeaderName::from_static("x-requested-with"), header::CONTENT_TYPE, header::AUTHORIZATION])
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

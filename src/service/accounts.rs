@@ -21,9 +21,7 @@ use super::{now_ms, password, secrets};
 use crate::{
     config::Config,
     error::{Error, ErrorKind, Result},
-    storage::{
-        AccessTokenRecord, Batch, DeviceRecord, LastSeen, RefreshTokenRecord, Storage, TokenHash, UserRecord,
-    },
+    storage::{AccessTokenRecord, Batch, DeviceRecord, LastSeen, RefreshTokenRecord, Storage, TokenHash, UserRecord},
 };
 
 /// Sessions kept in memory; a miss costs one RocksDB point lookup.
@@ -216,7 +214,8 @@ impl Accounts {
         if localpart.is_empty() {
             return Err(invalid("it is empty"));
         }
-        if !localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+')) {
+        if !localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+        {
             return Err(invalid("only a-z, 0-9, '.', '_', '=', '-', '/' and '+' are allowed"));
         }
         let user_id = format!("@{localpart}:{}", self.config.server_name);
@@ -311,10 +310,7 @@ impl Accounts {
     }
 
     async fn dummy_hash(&self) -> Result<String> {
-        self.dummy_hash
-            .get_or_try_init(|| password::hash(secrets::random_string(32)))
-            .await
-            .cloned()
+        self.dummy_hash.get_or_try_init(|| password::hash(secrets::random_string(32))).await.cloned()
     }
 
     /// `m.login.password`: verifies the password and opens a session on a new or reused device.
@@ -400,11 +396,8 @@ impl Accounts {
                 &RefreshTokenRecord { user_id: user_id.to_owned(), device_id: device_id.to_owned() },
             );
         }
-        let record = DeviceRecord {
-            access_token: Some(access_hash),
-            refresh_token: refresh_hash,
-            ..Default::default()
-        };
+        let record =
+            DeviceRecord { access_token: Some(access_hash), refresh_token: refresh_hash, ..Default::default() };
         let tokens = LoginTokens {
             user_id: user_id.to_owned(),
             device_id: device_id.to_owned(),
@@ -495,7 +488,8 @@ impl Accounts {
     /// Renames a device; `None` leaves the name as it is.
     pub async fn rename_device(&self, user_id: &UserId, device_id: &DeviceId, name: Option<String>) -> Result<()> {
         let _lock = self.lock_user(user_id).await;
-        let mut record = self.storage.device(user_id, device_id)?.ok_or_else(|| Error::not_found("Device not found"))?;
+        let mut record =
+            self.storage.device(user_id, device_id)?.ok_or_else(|| Error::not_found("Device not found"))?;
         if name.is_none() {
             return Ok(());
         }
@@ -551,12 +545,7 @@ impl Accounts {
 
     /// Sets a new password; with `logout_others`, every other device is logged out in the same
     /// write.
-    pub async fn change_password(
-        &self,
-        session: &Session,
-        new_password: String,
-        logout_others: bool,
-    ) -> Result<()> {
+    pub async fn change_password(&self, session: &Session, new_password: String, logout_others: bool) -> Result<()> {
         let hash = password::hash(new_password).await?;
         let user_id = &session.user_id;
         let _lock = self.lock_user(user_id).await;
@@ -594,5 +583,73 @@ impl Accounts {
         self.forget_tokens(revoked);
         tracing::info!(user = %user_id, erase, "deactivated");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn accounts(dir: &std::path::Path) -> Accounts {
+        let config = Config::load(
+            None,
+            [
+                ("MYELIN_SERVER_NAME".to_owned(), "example.org".to_owned()),
+                ("MYELIN_DATABASE__PATH".to_owned(), dir.to_str().unwrap().to_owned()),
+            ],
+        )
+        .unwrap();
+        let storage = Storage::open(&config.database).unwrap();
+        Accounts::new(Arc::new(config), Arc::new(storage))
+    }
+
+    #[tokio::test]
+    async fn secrets_are_stored_only_as_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = accounts(dir.path());
+        let user_id = accounts.user_id_for_registration("alice").unwrap();
+        let registered = accounts
+            .register(NewAccount {
+                user_id: Some(user_id.clone()),
+                password: Some("correct horse battery".into()),
+                login: Some(NewDevice { refresh_token: true, ..Default::default() }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let login = registered.login.unwrap();
+        let record = accounts.storage.user(&user_id).unwrap().unwrap();
+        assert!(record.password_hash.unwrap().starts_with("$argon2id$"));
+        for secret in [login.access_token.as_str(), login.refresh_token.as_deref().unwrap(), "correct horse battery"] {
+            assert!(!accounts.storage.contains_bytes(secret.as_bytes()), "a secret is stored in clear");
+        }
+        // The token works, and its hash is what the database holds.
+        let session = accounts.authenticate(&login.access_token, &ClientInfo::default()).unwrap();
+        assert_eq!(session.user_id, user_id);
+        assert!(accounts.storage.access_token(&secrets::hash_token(&login.access_token)).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_not_served_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = accounts(dir.path());
+        let user_id = accounts.user_id_for_registration("bob").unwrap();
+        let registered = accounts
+            .register(NewAccount {
+                user_id: Some(user_id),
+                password: Some("pw".into()),
+                login: Some(NewDevice::default()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let token = registered.login.unwrap().access_token;
+        let session = accounts.authenticate(&token, &ClientInfo::default()).unwrap();
+        // Cached now; logging out must still make it fail at once.
+        accounts.authenticate(&token, &ClientInfo::default()).unwrap();
+        accounts.logout(&session).await.unwrap();
+        let error = accounts.authenticate(&token, &ClientInfo::default()).unwrap_err();
+        assert_eq!(error.kind(), Some(&ErrorKind::UnknownToken { soft_logout: false }));
     }
 }

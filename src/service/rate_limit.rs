@@ -13,6 +13,7 @@ pub enum Limit {
     Login,
     FailedLogin,
     Registration,
+    AvailabilityCheck,
 }
 
 /// Buckets above this count trigger a sweep of the full ones (which carry no information).
@@ -37,6 +38,7 @@ impl RateLimits {
                 (Limit::Login, config.login),
                 (Limit::FailedLogin, config.failed_login),
                 (Limit::Registration, config.registration),
+                (Limit::AvailabilityCheck, config.availability_checks),
             ]),
             buckets: Mutex::new(HashMap::new()),
         }
@@ -66,9 +68,8 @@ impl RateLimits {
                     < f64::from(rate.burst)
             });
         }
-        let bucket = buckets
-            .entry((limit, key.to_owned()))
-            .or_insert(Bucket { tokens: f64::from(rate.burst), updated: now });
+        let bucket =
+            buckets.entry((limit, key.to_owned())).or_insert(Bucket { tokens: f64::from(rate.burst), updated: now });
         let refill = now.duration_since(bucket.updated).as_secs_f64() * rate.per_second;
         bucket.tokens = (bucket.tokens + refill).min(f64::from(rate.burst));
         bucket.updated = now;
@@ -89,11 +90,8 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_its_burst_then_refuses_with_a_wait() {
-        let config = RateLimitsConfig {
-            enabled: true,
-            login: Rate { per_second: 1.0, burst: 3 },
-            ..Default::default()
-        };
+        let config =
+            RateLimitsConfig { enabled: true, login: Rate { per_second: 1.0, burst: 3 }, ..Default::default() };
         let limits = RateLimits::new(&config);
         for _ in 0..3 {
             limits.check(Limit::Login, "1.2.3.4").unwrap();

@@ -41,9 +41,9 @@ impl SharedSecretRegistration {
     }
 
     fn secret(&self) -> Result<&str> {
-        self.secret.as_deref().ok_or_else(|| {
-            Error::new(crate::error::ErrorKind::Unknown, "Shared secret registration is not enabled")
-        })
+        self.secret
+            .as_deref()
+            .ok_or_else(|| Error::new(crate::error::ErrorKind::Unknown, "Shared secret registration is not enabled"))
     }
 
     pub fn new_nonce(&self) -> Result<String> {

@@ -82,13 +82,34 @@ struct Session {
 }
 
 pub struct Uia {
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<Sessions>,
     lifetime: Duration,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Session>,
+    last_sweep: Option<Instant>,
+}
+
+impl Sessions {
+    /// Drops expired sessions, at most once a minute unless the table is full.
+    fn sweep(&mut self, lifetime: Duration) {
+        let due = self.last_sweep.is_none_or(|at| at.elapsed() > Duration::from_secs(60));
+        if due || self.by_id.len() >= MAX_SESSIONS {
+            self.by_id.retain(|_, s| s.created.elapsed() < lifetime);
+            self.last_sweep = Some(Instant::now());
+        }
+    }
 }
 
 impl Uia {
     pub fn new(lifetime: Duration) -> Self {
-        Self { sessions: Mutex::new(HashMap::new()), lifetime }
+        Self { sessions: Mutex::new(Sessions::default()), lifetime }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().expect("UIA lock")
     }
 
     /// Runs one round. `Ok` carries the body the operation should use (the first request's body
@@ -117,7 +138,9 @@ impl Uia {
         if let Some(kind) = &auth.kind {
             let stage = Stage::from_name(kind)
                 .filter(|s| request.flows.iter().flatten().any(|offered| offered == s))
-                .ok_or_else(|| Error::new(ErrorKind::UnknownAuthType, format!("Unknown authentication type {kind}")))?;
+                .ok_or_else(|| {
+                Error::new(ErrorKind::UnknownAuthType, format!("Unknown authentication type {kind}"))
+            })?;
             if !self.is_completed(&session_id, stage) {
                 if let Err(failure) = check_stage(stage, &auth, &request, accounts, config).await {
                     return match failure {
@@ -134,14 +157,16 @@ impl Uia {
     }
 
     fn start(&self, request: &UiaRequest<'_>) -> Result<String> {
-        let mut sessions = self.sessions.lock().expect("UIA lock");
-        let lifetime = self.lifetime;
-        sessions.retain(|_, s| s.created.elapsed() < lifetime);
-        if sessions.len() >= MAX_SESSIONS {
-            return Err(Error::new(ErrorKind::LimitExceeded { retry_after_ms: 60_000 }, "Too many authentication sessions"));
+        let mut sessions = self.sessions();
+        sessions.sweep(self.lifetime);
+        if sessions.by_id.len() >= MAX_SESSIONS {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded { retry_after_ms: 60_000 },
+                "Too many authentication sessions",
+            ));
         }
         let id = secrets::random_string(24);
-        sessions.insert(
+        sessions.by_id.insert(
             id.clone(),
             Session {
                 created: Instant::now(),
@@ -157,8 +182,9 @@ impl Uia {
     }
 
     fn check_session(&self, id: &str, request: &UiaRequest<'_>) -> Result<()> {
-        let sessions = self.sessions.lock().expect("UIA lock");
+        let sessions = self.sessions();
         let session = sessions
+            .by_id
             .get(id)
             .filter(|s| s.created.elapsed() < self.lifetime)
             .ok_or_else(|| Error::new(ErrorKind::Unknown, "Unknown or expired authentication session"))?;
@@ -169,8 +195,7 @@ impl Uia {
     }
 
     fn registration_pending(&self, request: &UiaRequest<'_>) -> bool {
-        let sessions = self.sessions.lock().expect("UIA lock");
-        sessions.values().any(|s| {
+        self.sessions().by_id.values().any(|s| {
             s.created.elapsed() < self.lifetime
                 && s.registering.is_some()
                 && s.registering == request.registering
@@ -179,13 +204,11 @@ impl Uia {
     }
 
     fn is_completed(&self, id: &str, stage: Stage) -> bool {
-        let sessions = self.sessions.lock().expect("UIA lock");
-        sessions.get(id).is_some_and(|s| s.completed.contains(&stage))
+        self.sessions().by_id.get(id).is_some_and(|s| s.completed.contains(&stage))
     }
 
     fn complete(&self, id: &str, stage: Stage) {
-        let mut sessions = self.sessions.lock().expect("UIA lock");
-        if let Some(session) = sessions.get_mut(id)
+        if let Some(session) = self.sessions().by_id.get_mut(id)
             && !session.completed.contains(&stage)
         {
             session.completed.push(stage);
@@ -194,25 +217,23 @@ impl Uia {
 
     /// Ends the session if a flow is complete, merging the remembered body under this one.
     fn finish(&self, id: String, body: Map<String, Value>) -> Result<Map<String, Value>> {
-        let mut sessions = self.sessions.lock().expect("UIA lock");
+        let mut sessions = self.sessions();
         let done = sessions
+            .by_id
             .get(&id)
             .is_some_and(|s| s.flows.iter().any(|flow| flow.iter().all(|stage| s.completed.contains(stage))));
         if !done {
             drop(sessions);
             return Err(self.challenge(id, None));
         }
-        let mut merged = sessions.remove(&id).map(|s| s.body).unwrap_or_default();
+        let mut merged = sessions.by_id.remove(&id).map(|s| s.body).unwrap_or_default();
         merged.extend(body);
         Ok(merged)
     }
 
     fn challenge(&self, id: String, error: Option<(ErrorKind, std::borrow::Cow<'static, str>)>) -> Error {
-        let sessions = self.sessions.lock().expect("UIA lock");
-        let (flows, completed) = sessions
-            .get(&id)
-            .map(|s| (s.flows.clone(), s.completed.clone()))
-            .unwrap_or_default();
+        let (flows, completed) =
+            self.sessions().by_id.get(&id).map(|s| (s.flows.clone(), s.completed.clone())).unwrap_or_default();
         Error::Uia(Box::new(UiaChallenge {
             flows: flows.iter().map(|flow| flow.iter().map(|s| s.name()).collect()).collect(),
             completed: completed.iter().map(|s| s.name()).collect(),

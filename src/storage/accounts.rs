@@ -59,10 +59,8 @@ pub struct DeviceRecord {
 impl DeviceRecord {
     fn tokens(&self) -> impl Iterator<Item = (Column, TokenHash)> {
         let access = self.access_token.map(|t| (Column::AccessTokens, t));
-        let refresh = [self.refresh_token, self.previous_refresh_token]
-            .into_iter()
-            .flatten()
-            .map(|t| (Column::RefreshTokens, t));
+        let refresh =
+            [self.refresh_token, self.previous_refresh_token].into_iter().flatten().map(|t| (Column::RefreshTokens, t));
         access.into_iter().chain(refresh)
     }
 }

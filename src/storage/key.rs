@@ -64,21 +64,15 @@ impl<'a> KeyReader<'a> {
     }
 
     pub fn u64(&mut self) -> Result<u64, StorageError> {
-        let (head, rest) = self
-            .rest
-            .split_first_chunk::<8>()
-            .ok_or_else(|| StorageError::Corrupt("key: truncated integer".into()))?;
+        let (head, rest) =
+            self.rest.split_first_chunk::<8>().ok_or_else(|| StorageError::Corrupt("key: truncated integer".into()))?;
         self.rest = rest;
         Ok(u64::from_be_bytes(*head))
     }
 
     /// Checks that the whole key was read.
     pub fn finish(self) -> Result<(), StorageError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(StorageError::Corrupt("key: trailing bytes".into()))
-        }
+        if self.rest.is_empty() { Ok(()) } else { Err(StorageError::Corrupt("key: trailing bytes".into())) }
     }
 }
 

@@ -23,6 +23,7 @@ pub use batch::Batch;
 pub use engine::Engine;
 pub use schema::Column;
 use serde::de::DeserializeOwned;
+pub use writer::WriteStats;
 
 use crate::config::DatabaseConfig;
 
@@ -44,9 +45,8 @@ pub struct Storage {
 impl Storage {
     /// Opens the RocksDB database at `config.path`.
     pub fn open(config: &DatabaseConfig) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(&config.path).map_err(|e| {
-            StorageError::Engine(format!("cannot create {}: {e}", config.path.display()))
-        })?;
+        std::fs::create_dir_all(&config.path)
+            .map_err(|e| StorageError::Engine(format!("cannot create {}: {e}", config.path.display())))?;
         let engine = rocks::RocksEngine::open(&config.path, config.cache_mb)?;
         Ok(Self::with_engine(Arc::new(engine)))
     }
@@ -65,6 +65,11 @@ impl Storage {
         self.writer.commit(batch).await
     }
 
+    /// How many durable writes (fsyncs) the writer made, and how many batches they carried.
+    pub fn write_stats(&self) -> &WriteStats {
+        self.writer.stats()
+    }
+
     /// Applies the batch atomically without waiting for the disk: for bookkeeping that may be lost
     /// in a power cut (when a device was last seen), never for anything acknowledged to a client.
     pub fn commit_relaxed(&self, batch: Batch) -> Result<(), StorageError> {
@@ -80,11 +85,7 @@ impl Storage {
     }
 
     /// Every entry under `prefix`, with its value decoded.
-    fn scan_json<T: DeserializeOwned>(
-        &self,
-        column: Column,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+    fn scan_json<T: DeserializeOwned>(&self, column: Column, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
         self.engine
             .scan_prefix(column, prefix)
             .map(|entry| {
@@ -92,6 +93,18 @@ impl Storage {
                 Ok((key, decode(column, &value)?))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+impl Storage {
+    /// Whether any key or value in any column contains `needle` (to prove secrets are not stored).
+    pub(crate) fn contains_bytes(&self, needle: &[u8]) -> bool {
+        Column::ALL.iter().any(|&column| {
+            self.engine.scan_prefix(column, b"").filter_map(Result::ok).any(|(key, value)| {
+                key.windows(needle.len()).any(|w| w == needle) || value.windows(needle.len()).any(|w| w == needle)
+            })
+        })
     }
 }
 

@@ -68,9 +68,7 @@ impl Column {
     pub fn access(self) -> Access {
         match self {
             Column::Meta | Column::Users | Column::AccessTokens | Column::RefreshTokens => Access::Point,
-            Column::Devices | Column::DeviceLastSeen | Column::Profiles | Column::AccountData => {
-                Access::Scan
-            }
+            Column::Devices | Column::DeviceLastSeen | Column::Profiles | Column::AccountData => Access::Scan,
         }
     }
 }

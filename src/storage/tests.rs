@@ -56,12 +56,7 @@ fn a_committed_batch_is_visible_whole_and_survives_reopening() {
     batch.put_device(&alice, device_id!("D2"), &record);
     batch.put_access_token(
         &token,
-        &AccessTokenRecord {
-            user_id: alice.clone(),
-            device_id: "D2".into(),
-            expires_ts: None,
-            revokes_on_use: None,
-        },
+        &AccessTokenRecord { user_id: alice.clone(), device_id: "D2".into(), expires_ts: None, revokes_on_use: None },
     );
     runtime().block_on(storage.commit(batch)).unwrap();
     assert!(storage.access_token(&token).unwrap().is_some());

@@ -3,7 +3,11 @@
 //! writers share one fsync instead of paying N.
 
 use std::{
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
 };
 
@@ -22,26 +26,38 @@ struct Job {
 pub(super) struct GroupCommit {
     queue: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<WriteStats>,
+}
+
+/// Counts of what the writer did, for benchmarks and diagnostics.
+#[derive(Default, Debug)]
+pub struct WriteStats {
+    /// Durable writes (each one fsync) so far.
+    pub groups: AtomicU64,
+    /// Batches they carried.
+    pub batches: AtomicU64,
 }
 
 impl GroupCommit {
     pub fn start(engine: Arc<dyn Engine>) -> Self {
         let (queue, jobs) = mpsc::channel::<Job>();
+        let stats = Arc::new(WriteStats::default());
+        let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("myelin-writer".into())
-            .spawn(move || write_loop(&*engine, &jobs))
+            .spawn(move || write_loop(&*engine, &jobs, &thread_stats))
             .expect("spawning the writer thread");
-        Self { queue: Some(queue), thread: Some(thread) }
+        Self { queue: Some(queue), thread: Some(thread), stats }
+    }
+
+    pub fn stats(&self) -> &WriteStats {
+        &self.stats
     }
 
     /// Queues a batch and waits until it is durable.
     pub async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
         let (done, result) = oneshot::channel();
-        self.queue
-            .as_ref()
-            .ok_or(StorageError::Closed)?
-            .send(Job { batch, done })
-            .map_err(|_| StorageError::Closed)?;
+        self.queue.as_ref().ok_or(StorageError::Closed)?.send(Job { batch, done }).map_err(|_| StorageError::Closed)?;
         result.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -60,7 +76,7 @@ impl Drop for GroupCommit {
     }
 }
 
-fn write_loop(engine: &dyn Engine, jobs: &mpsc::Receiver<Job>) {
+fn write_loop(engine: &dyn Engine, jobs: &mpsc::Receiver<Job>, stats: &WriteStats) {
     while let Ok(first) = jobs.recv() {
         let mut batches = vec![first.batch];
         let mut waiters = vec![first.done];
@@ -74,6 +90,8 @@ fn write_loop(engine: &dyn Engine, jobs: &mpsc::Receiver<Job>) {
             }
         }
         let result = engine.write(&batches, true);
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats.batches.fetch_add(batches.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, batches = batches.len(), "durable write failed");
         }

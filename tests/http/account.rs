@@ -20,12 +20,20 @@ async fn changing_the_password_logs_out_other_devices_by_default() {
     let mut wrong = alice.password_auth();
     wrong["password"] = json!("nope");
     let (status, retry) = server
-        .post("/_matrix/client/v3/account/password", alice.tok(), json!({ "new_password": "new-password", "auth": wrong }))
+        .post(
+            "/_matrix/client/v3/account/password",
+            alice.tok(),
+            json!({ "new_password": "new-password", "auth": wrong }),
+        )
         .await;
     assert_eq!((status.as_u16(), retry["errcode"].as_str()), (401, Some("M_FORBIDDEN")));
 
     let (status, reply) = server
-        .post("/_matrix/client/v3/account/password", alice.tok(), json!({ "new_password": "new-password", "auth": alice.password_auth() }))
+        .post(
+            "/_matrix/client/v3/account/password",
+            alice.tok(),
+            json!({ "new_password": "new-password", "auth": alice.password_auth() }),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(server.get(WHOAMI, alice.tok()).await.0, 200, "the requesting session stays");
@@ -49,7 +57,11 @@ async fn other_devices_can_be_kept() {
     assert_eq!(status, 200);
     assert_eq!(server.get(WHOAMI, other.tok()).await.0, 200);
     assert_error(&server.post("/_matrix/client/v3/account/password", alice.tok(), json!({})).await, 400, "M_BAD_JSON");
-    assert_error(&server.post("/_matrix/client/v3/account/password", None, json!({ "new_password": "x" })).await, 401, "M_MISSING_TOKEN");
+    assert_error(
+        &server.post("/_matrix/client/v3/account/password", None, json!({ "new_password": "x" })).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
 }
 
 #[tokio::test]
@@ -65,7 +77,8 @@ async fn deactivation_is_final() {
     let (status, retry) = server.post("/_matrix/client/v3/account/deactivate", alice.tok(), wrong).await;
     assert_eq!((status.as_u16(), retry["errcode"].as_str()), (401, Some("M_FORBIDDEN")));
 
-    let right = json!({ "auth": { "type": "m.login.password", "user": alice.user_id, "password": "secret" }, "erase": true });
+    let right =
+        json!({ "auth": { "type": "m.login.password", "user": alice.user_id, "password": "secret" }, "erase": true });
     let (status, reply) = server.post("/_matrix/client/v3/account/deactivate", alice.tok(), right).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["id_server_unbind_result"], "no-support");

@@ -38,10 +38,14 @@ fn check_config_accepts_a_file_with_environment_overrides() {
         "server_name = \"file.example\"\n[listen]\nclient = \"127.0.0.1:9999\"\n[registration]\nenabled = true\n",
     )
     .unwrap();
-    let output = myelin(&["check-config", "--config", file.to_str().unwrap()], &[("MYELIN_SERVER_NAME", "env.example")]);
+    let output =
+        myelin(&["check-config", "--config", file.to_str().unwrap()], &[("MYELIN_SERVER_NAME", "env.example")]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let summary = text(&output.stdout);
-    assert!(summary.contains("env.example") && summary.contains("127.0.0.1:9999") && summary.contains("open"), "{summary}");
+    assert!(
+        summary.contains("env.example") && summary.contains("127.0.0.1:9999") && summary.contains("open"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -49,10 +53,20 @@ fn invalid_configuration_is_one_line_naming_the_key_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "server_name = \"a.example\"\n[registration]\nenabeld = true\n").unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    /// Arguments, environment, and the key the error must name.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["check-config"], vec![], "server_name"),
-        (vec!["check-config"], vec![("MYELIN_SERVER_NAME", "a.example"), ("MYELIN_LISTEN__CLIENT", "not-an-address")], "listen.client"),
-        (vec!["check-config"], vec![("MYELIN_SERVER_NAME", "a.example"), ("MYELIN_REGISTRATION__ENABLED", "maybe")], "registration.enabled"),
+        (
+            vec!["check-config"],
+            vec![("MYELIN_SERVER_NAME", "a.example"), ("MYELIN_LISTEN__CLIENT", "not-an-address")],
+            "listen.client",
+        ),
+        (
+            vec!["check-config"],
+            vec![("MYELIN_SERVER_NAME", "a.example"), ("MYELIN_REGISTRATION__ENABLED", "maybe")],
+            "registration.enabled",
+        ),
         (vec!["check-config"], vec![("MYELIN_SERVER_NAME", "bad name!")], "server_name"),
         (vec!["check-config"], vec![("MYELIN_SERVER_NAME", "a.example"), ("MYELIN_LOG__FORMAT", "xml")], "log.format"),
         (vec!["check-config", "--config", file.to_str().unwrap()], vec![], "enabeld"),
@@ -102,7 +116,40 @@ async fn create_user_works_on_a_stopped_server_and_refuses_a_running_one() {
     server.login("root", "pw").await;
     server.login("piped", "from-stdin").await;
     let (status, _) = server
-        .post("/_matrix/client/v3/login", None, json!({ "type": "m.login.password", "user": "piped", "password": "from-stdin\n" }))
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({ "type": "m.login.password", "user": "piped", "password": "from-stdin\n" }),
+        )
         .await;
     assert_eq!(status, 403);
+}
+
+/// The example configuration is valid, and the reference names every one of its settings.
+#[test]
+fn example_configuration_and_reference_agree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("config/myelin.toml");
+    let output = myelin(&["check-config", "--config", example.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let reference = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let mut section = String::new();
+    let mut checked = 0;
+    for line in std::fs::read_to_string(&example).unwrap().lines() {
+        // Settings, including the commented-out optional ones: `key = ...` or `# key = ...`.
+        let line = line.trim_start_matches('#').trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{}__", name.to_uppercase());
+            continue;
+        }
+        let Some((key, _)) = line.split_once(" = ") else { continue };
+        if key.contains(' ') {
+            continue;
+        }
+        let variable = format!("MYELIN_{section}{}", key.to_uppercase());
+        assert!(reference.contains(&variable), "docs/configuration.md does not mention {variable}");
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} settings found in the example");
 }

@@ -26,20 +26,29 @@ async fn list_get_and_rename_devices() {
     let current = devices.iter().find(|d| d["device_id"] == alice.device_id.as_str()).unwrap();
     assert_eq!(current["last_seen_ip"], "127.0.0.1");
     assert!(current["last_seen_ts"].as_u64().unwrap() > 1_700_000_000_000);
+    // A device never used since login has not been seen; the keys are there, as clients expect.
+    let tablet = devices.iter().find(|d| d["device_id"] == "TABLET").unwrap();
+    assert_eq!(tablet["last_seen_ip"], serde_json::Value::Null);
+    assert_eq!(tablet["last_seen_ts"], serde_json::Value::Null);
 
     let (status, tablet) = server.get("/_matrix/client/v3/devices/TABLET", alice.tok()).await;
     assert_eq!(status, 200);
     assert_eq!(tablet["display_name"], "Tablet");
     assert_error(&server.get("/_matrix/client/v3/devices/NOPE", alice.tok()).await, 404, "M_NOT_FOUND");
 
-    let (status, _) = server.put("/_matrix/client/v3/devices/TABLET", alice.tok(), json!({ "display_name": "Old tablet" })).await;
+    let (status, _) =
+        server.put("/_matrix/client/v3/devices/TABLET", alice.tok(), json!({ "display_name": "Old tablet" })).await;
     assert_eq!(status, 200);
     assert_eq!(server.get("/_matrix/client/v3/devices/TABLET", alice.tok()).await.1["display_name"], "Old tablet");
     // Leaving the name out changes nothing.
     let (status, _) = server.put("/_matrix/client/v3/devices/TABLET", alice.tok(), json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(server.get("/_matrix/client/v3/devices/TABLET", alice.tok()).await.1["display_name"], "Old tablet");
-    assert_error(&server.put("/_matrix/client/v3/devices/NOPE", alice.tok(), json!({ "display_name": "x" })).await, 404, "M_NOT_FOUND");
+    assert_error(
+        &server.put("/_matrix/client/v3/devices/NOPE", alice.tok(), json!({ "display_name": "x" })).await,
+        404,
+        "M_NOT_FOUND",
+    );
 
     // Another user sees none of it.
     let bob = server.register("bob", "pw").await;
@@ -69,7 +78,8 @@ async fn deleting_a_device_needs_the_password() {
 
     // Someone else's correct password does not authorize deleting alice's device.
     let bob = server.register("bob", "bobpw").await;
-    let (status, _) = server.request(Method::DELETE, &path, alice.tok(), Some(json!({ "auth": bob.password_auth() }))).await;
+    let (status, _) =
+        server.request(Method::DELETE, &path, alice.tok(), Some(json!({ "auth": bob.password_auth() }))).await;
     assert_eq!(status, 403);
     assert_eq!(server.get(&path, alice.tok()).await.0, 200);
 

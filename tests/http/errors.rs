@@ -48,8 +48,16 @@ async fn every_failure_is_a_matrix_error() {
     let server = TestServer::start().await;
     assert_error(&server.get("/_matrix/client/v3/does/not/exist", None).await, 404, "M_UNRECOGNIZED");
     assert_error(&server.get("/nothing/here", None).await, 404, "M_UNRECOGNIZED");
-    assert_error(&server.request(Method::PUT, "/_matrix/client/v3/login", None, Some(json!({}))).await, 405, "M_UNRECOGNIZED");
-    assert_error(&server.request(Method::DELETE, "/_matrix/client/r0/account/whoami", None, None).await, 405, "M_UNRECOGNIZED");
+    assert_error(
+        &server.request(Method::PUT, "/_matrix/client/v3/login", None, Some(json!({}))).await,
+        405,
+        "M_UNRECOGNIZED",
+    );
+    assert_error(
+        &server.request(Method::DELETE, "/_matrix/client/r0/account/whoami", None, None).await,
+        405,
+        "M_UNRECOGNIZED",
+    );
     assert_error(&server.get("/_matrix/client/v3/account/whoami", None).await, 401, "M_MISSING_TOKEN");
     assert_error(&server.get("/_matrix/client/v3/account/whoami", Some("mya_nonsense")).await, 401, "M_UNKNOWN_TOKEN");
     let unknown = server.get("/_matrix/client/v3/account/whoami", Some("mya_nonsense")).await;
@@ -74,7 +82,12 @@ async fn every_failure_is_a_matrix_error() {
         let response = raw(body).await.unwrap();
         let status = response.status().as_u16();
         let reply: serde_json::Value = response.json().await.unwrap();
-        assert_eq!((status, reply["errcode"].as_str().unwrap()), (400, errcode), "body {:?}: {reply}", String::from_utf8_lossy(body));
+        assert_eq!(
+            (status, reply["errcode"].as_str().unwrap()),
+            (400, errcode),
+            "body {:?}: {reply}",
+            String::from_utf8_lossy(body)
+        );
     }
 }
 
@@ -137,12 +150,8 @@ async fn rate_limits_answer_429_with_a_retry_time() {
     for _ in 0..3 {
         assert_error(&server.post("/_matrix/client/v3/login", None, body.clone()).await, 403, "M_FORBIDDEN");
     }
-    let response = reqwest::Client::new()
-        .post(server.url("/_matrix/client/v3/login"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        reqwest::Client::new().post(server.url("/_matrix/client/v3/login")).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 429);
     let retry_after: u64 = response.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!(retry_after >= 1);
@@ -181,7 +190,8 @@ async fn logs_carry_requests_but_no_secrets() {
         .await
         .1;
     // The deprecated query-string token must not end up in the log either.
-    let (status, _) = server.get(&format!("/_matrix/client/v3/account/whoami?access_token={}", alice.token), None).await;
+    let (status, _) =
+        server.get(&format!("/_matrix/client/v3/account/whoami?access_token={}", alice.token), None).await;
     assert_eq!(status, 200);
     let log = server.log();
     assert!(log.contains("/_matrix/client/v3/account/whoami"), "requests are logged with their path");

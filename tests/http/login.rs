@@ -40,9 +40,7 @@ async fn login_flows_and_identifier_forms() {
 async fn bad_logins_are_refused_alike() {
     let server = TestServer::start().await;
     server.register("alice", "secret").await;
-    let login = |user: &str, password: &str| {
-        json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password })
-    };
+    let login = |user: &str, password: &str| json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
     assert_error(&server.post(LOGIN, None, login("alice", "wrong")).await, 403, "M_FORBIDDEN");
     assert_error(&server.post(LOGIN, None, login("nobody", "secret")).await, 403, "M_FORBIDDEN");
     assert_error(&server.post(LOGIN, None, login("@alice:elsewhere.org", "secret")).await, 403, "M_FORBIDDEN");
@@ -123,7 +121,11 @@ async fn refresh_tokens_expire_refresh_and_rotate() {
     let server = TestServer::start_with(&[("MYELIN_AUTH__REFRESHABLE_ACCESS_TOKEN_LIFETIME_SECS", "2")]).await;
     server.register("alice", "secret").await;
     let (status, login) = server
-        .post(LOGIN, None, json!({ "type": "m.login.password", "user": "alice", "password": "secret", "refresh_token": true }))
+        .post(
+            LOGIN,
+            None,
+            json!({ "type": "m.login.password", "user": "alice", "password": "secret", "refresh_token": true }),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(login["expires_in_ms"], 2000);
@@ -136,7 +138,8 @@ async fn refresh_tokens_expire_refresh_and_rotate() {
     assert_error(&expired, 401, "M_UNKNOWN_TOKEN");
     assert_eq!(expired.1["soft_logout"], true, "an expired token asks the client to refresh");
 
-    let (status, refreshed) = server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh_1 })).await;
+    let (status, refreshed) =
+        server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh_1 })).await;
     assert_eq!(status, 200, "{refreshed}");
     let access_2 = refreshed["access_token"].as_str().unwrap().to_owned();
     let refresh_2 = refreshed["refresh_token"].as_str().unwrap().to_owned();
@@ -144,7 +147,8 @@ async fn refresh_tokens_expire_refresh_and_rotate() {
 
     // The answer may have been lost: until the new tokens are used, the old refresh token works
     // again, and replaces what it gave out last time.
-    let (status, repeated) = server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh_1 })).await;
+    let (status, repeated) =
+        server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh_1 })).await;
     assert_eq!(status, 200, "{repeated}");
     assert_error(&server.get(WHOAMI, Some(&access_2)).await, 401, "M_UNKNOWN_TOKEN");
     let refresh_2_lost = server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh_2 })).await;
@@ -161,6 +165,10 @@ async fn refresh_tokens_expire_refresh_and_rotate() {
     let (status, _) = server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": refresh_3 })).await;
     assert_eq!(status, 200);
 
-    assert_error(&server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": "myr_nope" })).await, 401, "M_UNKNOWN_TOKEN");
+    assert_error(
+        &server.post("/_matrix/client/v3/refresh", None, json!({ "refresh_token": "myr_nope" })).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
     assert_error(&server.post("/_matrix/client/v3/refresh", None, json!({})).await, 400, "M_BAD_JSON");
 }

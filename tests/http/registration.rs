@@ -92,13 +92,25 @@ async fn usernames_are_validated_before_authentication() {
         assert_error(&reply, 400, "M_INVALID_USERNAME");
     }
     let long = "a".repeat(250);
-    assert_error(&server.post(REGISTER, None, json!({ "username": long, "password": "pw" })).await, 400, "M_INVALID_USERNAME");
+    assert_error(
+        &server.post(REGISTER, None, json!({ "username": long, "password": "pw" })).await,
+        400,
+        "M_INVALID_USERNAME",
+    );
     for good in ["q", "3", "a.b", "a_b", "a=b", "a-b", "a/b", "a+b"] {
         server.register(good, "pw").await;
     }
     server.register("taken", "pw").await;
-    assert_error(&server.post(REGISTER, None, json!({ "username": "taken", "password": "pw" })).await, 400, "M_USER_IN_USE");
-    assert_error(&server.post(REGISTER, None, json!({ "username": "TAKEN", "password": "pw" })).await, 400, "M_USER_IN_USE");
+    assert_error(
+        &server.post(REGISTER, None, json!({ "username": "taken", "password": "pw" })).await,
+        400,
+        "M_USER_IN_USE",
+    );
+    assert_error(
+        &server.post(REGISTER, None, json!({ "username": "TAKEN", "password": "pw" })).await,
+        400,
+        "M_USER_IN_USE",
+    );
 
     let available = |name: &str| server.get_owned(format!("/_matrix/client/v3/register/available?username={name}"));
     let (status, reply) = available("free").await;
@@ -129,9 +141,8 @@ async fn missing_password_and_bad_kind_are_refused() {
 #[tokio::test]
 async fn no_username_gets_a_generated_one_and_inhibit_login_gets_no_token() {
     let server = TestServer::start().await;
-    let (status, reply) = server
-        .post(REGISTER, None, json!({ "password": "pw", "auth": { "type": "m.login.dummy" } }))
-        .await;
+    let (status, reply) =
+        server.post(REGISTER, None, json!({ "password": "pw", "auth": { "type": "m.login.dummy" } })).await;
     assert_eq!(status, 200, "{reply}");
     assert!(reply["user_id"].as_str().unwrap().ends_with(":test.local"));
 
@@ -148,7 +159,9 @@ async fn no_username_gets_a_generated_one_and_inhibit_login_gets_no_token() {
 #[tokio::test]
 async fn closed_registration() {
     let server = TestServer::start_with(&[("MYELIN_REGISTRATION__ENABLED", "false")]).await;
-    let reply = server.post(REGISTER, None, json!({ "username": "x", "password": "pw", "auth": { "type": "m.login.dummy" } })).await;
+    let reply = server
+        .post(REGISTER, None, json!({ "username": "x", "password": "pw", "auth": { "type": "m.login.dummy" } }))
+        .await;
     assert_error(&reply, 403, "M_FORBIDDEN");
     assert_error(&server.get("/_matrix/client/v3/register/available?username=x", None).await, 403, "M_FORBIDDEN");
     let reply = server.get("/_matrix/client/v1/register/m.login.registration_token/validity?token=abc", None).await;
@@ -165,7 +178,9 @@ async fn registration_tokens() {
         ("MYELIN_REGISTRATION__TOKENS", "letmein, other-token"),
     ])
     .await;
-    let validity = |token: &str| server.get_owned(format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={token}"));
+    let validity = |token: &str| {
+        server.get_owned(format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={token}"))
+    };
     assert_eq!(validity("letmein").await.1, json!({ "valid": true }));
     assert_eq!(validity("other-token").await.1, json!({ "valid": true }));
     assert_eq!(validity("wrong").await.1, json!({ "valid": false }));
@@ -179,13 +194,15 @@ async fn registration_tokens() {
     attempt["auth"] = json!({ "type": "m.login.dummy", "session": challenge["session"] });
     assert_error(&server.post(REGISTER, None, attempt).await, 400, "M_UNRECOGNIZED");
     let mut attempt = body.clone();
-    attempt["auth"] = json!({ "type": "m.login.registration_token", "token": "wrong", "session": challenge["session"] });
+    attempt["auth"] =
+        json!({ "type": "m.login.registration_token", "token": "wrong", "session": challenge["session"] });
     let (status, retry) = server.post(REGISTER, None, attempt).await;
     assert_eq!(status, 401);
     assert_eq!(retry["errcode"], "M_UNAUTHORIZED");
     assert_eq!(retry["session"], challenge["session"]);
     let mut attempt = body;
-    attempt["auth"] = json!({ "type": "m.login.registration_token", "token": "letmein", "session": challenge["session"] });
+    attempt["auth"] =
+        json!({ "type": "m.login.registration_token", "token": "letmein", "session": challenge["session"] });
     let (status, reply) = server.post(REGISTER, None, attempt).await;
     assert_eq!(status, 200, "{reply}");
 }
@@ -237,7 +254,8 @@ async fn shared_secret_registration() {
 
     // A wrong MAC is refused, and a nonce cannot be used twice.
     let (_, nonce) = server.get("/_synapse/admin/v1/register", None).await;
-    let body = json!({ "nonce": nonce["nonce"], "username": "mallory", "password": "pw", "admin": true, "mac": "00ff" });
+    let body =
+        json!({ "nonce": nonce["nonce"], "username": "mallory", "password": "pw", "admin": true, "mac": "00ff" });
     assert_error(&server.post("/_synapse/admin/v1/register", None, body.clone()).await, 403, "M_FORBIDDEN");
     assert_error(&server.post("/_synapse/admin/v1/register", None, body).await, 400, "M_UNKNOWN");
 }

@@ -145,7 +145,13 @@ impl TestServer {
     }
 
     /// A request with an optional access token and JSON body; returns status and JSON body.
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let client = reqwest::Client::new();
         let mut request = client.request(method, self.url(path));
         if let Some(token) = token {
@@ -157,7 +163,8 @@ impl TestServer {
         let response = request.send().await.expect("request failed");
         let status = response.status();
         let text = response.text().await.unwrap();
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, json)
     }
 

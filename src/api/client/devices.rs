@@ -14,18 +14,15 @@ use crate::{
     service::{Services, accounts::DeviceInfo},
 };
 
+/// Unknown values are `null` rather than absent: Synapse does so, and clients (matrix-nio) rely on
+/// the keys being there.
 fn device_json(device: DeviceInfo) -> Value {
-    let mut body = json!({ "device_id": device.device_id });
-    if let Some(name) = device.display_name {
-        body["display_name"] = name.into();
-    }
-    if let Some(ts) = device.last_seen_ts {
-        body["last_seen_ts"] = ts.into();
-    }
-    if let Some(ip) = device.last_seen_ip {
-        body["last_seen_ip"] = ip.into();
-    }
-    body
+    json!({
+        "device_id": device.device_id,
+        "display_name": device.display_name,
+        "last_seen_ip": device.last_seen_ip,
+        "last_seen_ts": device.last_seen_ts,
+    })
 }
 
 pub async fn list(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {

@@ -70,15 +70,21 @@ pub async fn register(
     if !config.enabled {
         return Err(Error::forbidden("Registration is disabled on this server"));
     }
-    services.rate_limits.peek(Limit::Registration, &ip)?;
-
-    // Check what can be checked before authentication, so clients learn early.
     let auth = match body.remove("auth") {
         Some(auth) => Some(
             serde_json::from_value::<AuthDict>(auth).map_err(|e| Error::bad_json(format!("Malformed auth: {e}")))?,
         ),
         None => None,
     };
+    // One token per registration: taken when a session starts, not when it is continued, so a
+    // flood of abandoned sessions is limited like a flood of registrations.
+    if auth.as_ref().is_some_and(|a| a.session.is_some()) {
+        services.rate_limits.peek(Limit::Registration, &ip)?;
+    } else {
+        services.rate_limits.check(Limit::Registration, &ip)?;
+    }
+
+    // Check what can be checked before authentication, so clients learn early.
     let request = RegisterRequest::parse(&body)?;
     validate(&services, &request)?;
 
@@ -103,15 +109,9 @@ pub async fn register(
     let request = RegisterRequest::parse(&body)?;
     let user_id = validate(&services, &request)?;
     let password = request.password.clone().ok_or_else(|| Error::missing_param("Missing password"))?;
-    services.rate_limits.check(Limit::Registration, &ip)?;
     let registered = services
         .accounts
-        .register(NewAccount {
-            user_id,
-            password: Some(password),
-            login: request.new_device(),
-            ..Default::default()
-        })
+        .register(NewAccount { user_id, password: Some(password), login: request.new_device(), ..Default::default() })
         .await?;
     Ok(Json(registration_response(&services, registered)))
 }
@@ -160,7 +160,7 @@ pub async fn available(
     if !services.config.registration.enabled {
         return Err(Error::forbidden("Registration is disabled on this server"));
     }
-    services.rate_limits.check(Limit::Registration, &ip)?;
+    services.rate_limits.check(Limit::AvailabilityCheck, &ip)?;
     let user_id = services.accounts.user_id_for_registration(&query.username)?;
     services.accounts.ensure_available(&user_id)?;
     Ok(Json(json!({ "available": true })))
@@ -180,7 +180,7 @@ pub async fn token_validity(
     if !config.enabled {
         return Err(Error::forbidden("Registration is disabled on this server"));
     }
-    services.rate_limits.check(Limit::Registration, &ip)?;
+    services.rate_limits.check(Limit::AvailabilityCheck, &ip)?;
     let valid = config.token_required && config.tokens.contains(&query.token);
     Ok(Json(json!({ "valid": valid })))
 }

@@ -97,10 +97,8 @@ pub fn login_response(services: &Services, tokens: LoginTokens) -> Value {
         object.insert("expires_in_ms".into(), expires_in_ms.into());
     }
     if services.config.public_baseurl.is_some() {
-        object.insert(
-            "well_known".into(),
-            json!({ "m.homeserver": { "base_url": services.config.client_base_url() } }),
-        );
+        object
+            .insert("well_known".into(), json!({ "m.homeserver": { "base_url": services.config.client_base_url() } }));
     }
     body
 }
