@@ -57,6 +57,12 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Er
     })
 }
 
+/// Reads typed fields out of a body already parsed as an object (`M_BAD_JSON` if they do not fit).
+/// Handlers that pass the raw body on, as user-interactive authentication needs, use this.
+pub fn fields<T: DeserializeOwned>(body: &serde_json::Map<String, serde_json::Value>) -> Result<T, Error> {
+    T::deserialize(body).map_err(|e| Error::bad_json(format!("Malformed request body: {e}")))
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         Category::Data => Error::bad_json(format!("Malformed request body: {e}")),

@@ -57,6 +57,15 @@ pub struct AuthDict {
     pub fields: Map<String, Value>,
 }
 
+impl AuthDict {
+    /// Removes and parses the `auth` object of a request body, if there is one.
+    pub fn take_from(body: &mut Map<String, Value>) -> Result<Option<Self>> {
+        body.remove("auth")
+            .map(|auth| serde_json::from_value(auth).map_err(|e| Error::bad_json(format!("Malformed auth: {e}"))))
+            .transpose()
+    }
+}
+
 /// One request that needs user-interactive authentication.
 pub struct UiaRequest<'a> {
     /// Method and path: a session is only good for the operation it was started for.

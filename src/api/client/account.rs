@@ -24,12 +24,8 @@ pub async fn confirm_with_password(
     operation: String,
     mut body: Map<String, Value>,
 ) -> Result<Map<String, Value>> {
-    let auth = match body.remove("auth") {
-        Some(auth) => Some(
-            serde_json::from_value::<AuthDict>(auth).map_err(|e| Error::bad_json(format!("Malformed auth: {e}")))?,
-        ),
-        None => None,
-    };
+    let auth = AuthDict::take_from(&mut body)?;
+
     services
         .uia
         .authenticate(
@@ -64,13 +60,8 @@ pub async fn change_password(
     Operation(operation): Operation,
     extract::Json(body): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    let parse = |body: &Map<String, Value>| {
-        serde_json::from_value::<PasswordChange>(Value::Object(body.clone()))
-            .map_err(|e| Error::bad_json(format!("Malformed request: {e}")))
-    };
-    let mut without_auth = body.clone();
-    without_auth.remove("auth");
-    let request = parse(&without_auth)?;
+    // Check the request before asking for a password.
+    let request: PasswordChange = extract::fields(&body)?;
     if request.new_password.len() > MAX_PASSWORD_LEN {
         return Err(Error::invalid_param("The password is too long"));
     }
@@ -92,8 +83,8 @@ pub async fn deactivate(
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let body = confirm_with_password(&services, &session, operation, body).await?;
-    let request: Deactivation =
-        serde_json::from_value(Value::Object(body)).map_err(|e| Error::bad_json(format!("Malformed request: {e}")))?;
+    let request: Deactivation = extract::fields(&body)?;
+
     services.accounts.deactivate(&session.user_id, request.erase).await?;
     // We bind no identifiers at identity servers, so there is nothing to unbind.
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))

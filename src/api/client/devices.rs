@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::account::confirm_with_password;
 use crate::{
     api::extract::{self, Auth, Operation, OptionalJson, Path},
-    error::{Error, Result},
+    error::Result,
     service::{Services, accounts::DeviceInfo},
 };
 
@@ -77,8 +77,8 @@ pub async fn delete_many(
     extract::Json(body): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     // Check the list before asking for a password.
-    let DeleteDevices { devices } = serde_json::from_value(Value::Object(body.clone()))
-        .map_err(|e| Error::bad_json(format!("Malformed request: {e}")))?;
+    let DeleteDevices { devices } = extract::fields(&body)?;
+
     confirm_with_password(&services, &session, operation, body).await?;
     services.accounts.delete_devices(&session.user_id, &devices).await?;
     Ok(Json(json!({})))

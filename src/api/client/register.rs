@@ -41,8 +41,7 @@ struct RegisterRequest {
 
 impl RegisterRequest {
     fn parse(body: &Map<String, Value>) -> Result<Self> {
-        serde_json::from_value(Value::Object(body.clone()))
-            .map_err(|e| Error::bad_json(format!("Malformed registration request: {e}")))
+        extract::fields(body)
     }
 
     fn new_device(&self) -> Option<NewDevice> {
@@ -70,12 +69,8 @@ pub async fn register(
     if !config.enabled {
         return Err(Error::forbidden("Registration is disabled on this server"));
     }
-    let auth = match body.remove("auth") {
-        Some(auth) => Some(
-            serde_json::from_value::<AuthDict>(auth).map_err(|e| Error::bad_json(format!("Malformed auth: {e}")))?,
-        ),
-        None => None,
-    };
+    let auth = AuthDict::take_from(&mut body)?;
+
     // One token per registration: taken when a session starts, not when it is continued, so a
     // flood of abandoned sessions is limited like a flood of registrations.
     if auth.as_ref().is_some_and(|a| a.session.is_some()) {
