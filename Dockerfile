@@ -80,14 +80,9 @@ USER 10001:10001
 # 8008: client API (plain HTTP, put TLS in front); 8448: federation (TLS), once it is served.
 EXPOSE 8008 8448
 
-# No curl in the image: bash's /dev/tcp asks GET /health on the client listener named by
-# MYELIN_LISTEN__CLIENT (a wildcard address is asked on loopback). A listener set only in a
-# config file is not seen here: set MYELIN_LISTEN__CLIENT too, or override the health check.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD bash -c 'a=${MYELIN_LISTEN__CLIENT:-127.0.0.1:8008}; p=${a##*:}; h=${a%:*}; h=${h#\[}; h=${h%\]}; \
-        case $h in 0.0.0.0|"") h=127.0.0.1;; ::) h=::1;; esac; \
-        exec 3<>"/dev/tcp/$h/$p" && printf "GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 \
-        && read -r -t 4 _ code _ <&3 && [ "$code" = 200 ]'
+# `myelin healthcheck` reads the same configuration as the server and asks GET /health on its
+# client listener.
+HEALTHCHECK --interval=30s --timeout=6s --start-period=20s --retries=3 CMD ["myelin", "healthcheck"]
 
 # SIGTERM (docker stop) shuts the server down cleanly, within limits.shutdown_grace_secs (8 s).
 STOPSIGNAL SIGTERM

@@ -39,6 +39,8 @@ enum Command {
     },
     /// Load and validate the configuration, print a summary, and exit.
     CheckConfig(ConfigArg),
+    /// Ask the running server's health endpoint; exit 0 when it answers OK (for container checks).
+    Healthcheck(ConfigArg),
 }
 
 #[derive(Args)]
@@ -61,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(arg) => serve(&arg),
         Command::CreateUser { name, admin, password, config } => create_user(&config, &name, admin, password),
+        Command::Healthcheck(arg) => arg.load().and_then(|config| healthcheck(&config)),
         Command::CheckConfig(arg) => arg.load().map(|config| {
             println!(
                 "configuration OK: server_name {}, client API on {}, database at {}, registration {}",
@@ -108,6 +111,43 @@ fn create_user(arg: &ConfigArg, name: &str, admin: bool, password: Option<String
     let registered = runtime().block_on(services.accounts.register(account)).map_err(|e| fail(e.to_string()))?;
     println!("created {}{}", registered.user_id, if admin { " (admin)" } else { "" });
     Ok(())
+}
+
+/// `GET /health` on the client listener (a wildcard address is asked on loopback), within 5 s.
+fn healthcheck(config: &Config) -> Result<(), ExitCode> {
+    use std::{
+        io::{Read, Write},
+        net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+        time::Duration,
+    };
+    let mut address = config.listen.client;
+    if address.ip().is_unspecified() {
+        let loopback = match address.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        address = SocketAddr::new(loopback, address.port());
+    }
+    let timeout = Duration::from_secs(5);
+    let ask = || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut reply = String::new();
+        stream.take(4096).read_to_string(&mut reply)?;
+        Ok(reply)
+    };
+    match ask() {
+        Ok(reply) if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") => Ok(()),
+        Ok(reply) => {
+            eprintln!("myelin: unhealthy: {}", reply.lines().next().unwrap_or("no answer"));
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("myelin: unhealthy: http://{address}/health: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Asks twice on a terminal; reads one line from a pipe.

@@ -22,7 +22,13 @@ fn version_and_help() {
     let output = myelin(&["--version"], &[]);
     assert!(output.status.success());
     assert_eq!(text(&output.stdout).trim(), format!("myelin {}", env!("CARGO_PKG_VERSION")));
-    for command in [&["--help"][..], &["serve", "--help"], &["create-user", "--help"], &["check-config", "--help"]] {
+    for command in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["create-user", "--help"],
+        &["check-config", "--help"],
+        &["healthcheck", "--help"],
+    ] {
         let output = myelin(command, &[]);
         assert!(output.status.success(), "{command:?}");
         assert!(text(&output.stdout).contains("Usage:"), "{command:?}");
@@ -152,4 +158,18 @@ fn example_configuration_and_reference_agree() {
         checked += 1;
     }
     assert!(checked >= 25, "only {checked} settings found in the example");
+}
+
+#[tokio::test]
+async fn healthcheck_reports_whether_the_server_answers() {
+    let mut server = TestServer::start().await;
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let env = [("MYELIN_SERVER_NAME", "test.local"), ("MYELIN_LISTEN__CLIENT", &*format!("0.0.0.0:{port}"))];
+    let env: Vec<(&str, &str)> = env.to_vec();
+    let healthy = myelin(&["healthcheck"], &env);
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+    assert!(server.terminate().success());
+    let unhealthy = myelin(&["healthcheck"], &env);
+    assert_eq!(unhealthy.status.code(), Some(1));
+    assert!(text(&unhealthy.stderr).contains("unhealthy"));
 }
