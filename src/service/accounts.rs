@@ -108,6 +108,7 @@ pub struct Accounts {
     revocations: AtomicU64,
     user_locks: Vec<Mutex<()>>,
     lock_hasher: RandomState,
+    hasher: password::Hasher,
     /// A hash to verify against when the user does not exist, so that a login for a missing
     /// account takes as long as one with a wrong password.
     dummy_hash: OnceCell<String>,
@@ -122,6 +123,7 @@ impl Accounts {
             revocations: AtomicU64::new(0),
             user_locks: (0..USER_LOCKS).map(|_| Mutex::new(())).collect(),
             lock_hasher: RandomState::new(),
+            hasher: password::Hasher::default(),
             dummy_hash: OnceCell::new(),
         }
     }
@@ -240,7 +242,7 @@ impl Accounts {
             None => self.generated_user_id()?,
         };
         let password_hash = match account.password {
-            Some(password) => Some(password::hash(password).await?),
+            Some(password) => Some(self.hasher.hash(password).await?),
             None => None,
         };
         let _lock = self.lock_user(&user_id).await;
@@ -305,12 +307,12 @@ impl Accounts {
             Some(hash) => hash,
             None => self.dummy_hash().await?,
         };
-        let matches = password::verify(hash, password.to_owned()).await;
+        let matches = self.hasher.verify(hash, password.to_owned()).await;
         Ok(user.filter(|u| matches && u.password_hash.is_some()))
     }
 
     async fn dummy_hash(&self) -> Result<String> {
-        self.dummy_hash.get_or_try_init(|| password::hash(secrets::random_string(32))).await.cloned()
+        self.dummy_hash.get_or_try_init(|| self.hasher.hash(secrets::random_string(32))).await.cloned()
     }
 
     /// `m.login.password`: verifies the password and opens a session on a new or reused device.
@@ -546,7 +548,7 @@ impl Accounts {
     /// Sets a new password; with `logout_others`, every other device is logged out in the same
     /// write.
     pub async fn change_password(&self, session: &Session, new_password: String, logout_others: bool) -> Result<()> {
-        let hash = password::hash(new_password).await?;
+        let hash = self.hasher.hash(new_password).await?;
         let user_id = &session.user_id;
         let _lock = self.lock_user(user_id).await;
         let mut user = self.storage.user(user_id)?.ok_or_else(|| Error::not_found("Unknown user"))?;

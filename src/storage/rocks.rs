@@ -14,6 +14,9 @@ use super::{
     schema::Access,
 };
 
+/// Memory for unflushed writes, across all columns.
+const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
+
 pub struct RocksEngine {
     db: DB,
 }
@@ -34,6 +37,9 @@ impl RocksEngine {
         db_options.set_keep_log_file_num(4);
         db_options.set_max_log_file_size(8 * 1024 * 1024);
         db_options.set_max_total_wal_size(64 * 1024 * 1024);
+        // Memtables of all columns together stay under this; a column that fills its own share is
+        // flushed early. Without it each column may hold up to 128 MiB of unflushed writes.
+        db_options.set_db_write_buffer_size(MEMTABLE_BUDGET);
 
         let descriptors = Column::ALL.iter().map(|&column| {
             let mut table = BlockBasedOptions::default();
@@ -44,6 +50,7 @@ impl RocksEngine {
             }
             let mut options = Options::default();
             options.set_block_based_table_factory(&table);
+            options.set_write_buffer_size(MEMTABLE_BUDGET / 4);
             options.set_compression_type(DBCompressionType::Lz4);
             options.set_bottommost_compression_type(DBCompressionType::Zstd);
             ColumnFamilyDescriptor::new(column.name(), options)
