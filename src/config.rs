@@ -286,6 +286,7 @@ impl Config {
             builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(describe(e)))?;
         config.validate()?;
         config.ignored_variables = ignored.into_keys().collect();
+        config.ignored_variables.sort();
         Ok(config)
     }
 
