@@ -105,10 +105,14 @@ fn create_user(arg: &ConfigArg, name: &str, admin: bool, password: Option<String
         return Err(fail("the password must not be empty".into()));
     }
     let storage = Storage::open(&config.database).map_err(|e| fail(e.to_string()))?;
-    let services = Services::new(config, storage);
-    let user_id = services.accounts.user_id_for_registration(name).map_err(|e| fail(e.to_string()))?;
-    let account = NewAccount { user_id: Some(user_id), password: Some(password), admin, ..Default::default() };
-    let registered = runtime().block_on(services.accounts.register(account)).map_err(|e| fail(e.to_string()))?;
+    let registered = runtime()
+        .block_on(async {
+            let services = Services::new(config, storage).await?;
+            let user_id = services.accounts.user_id_for_registration(name)?;
+            let account = NewAccount { user_id: Some(user_id), password: Some(password), admin, ..Default::default() };
+            services.accounts.register(account).await
+        })
+        .map_err(|e| fail(e.to_string()))?;
     println!("created {}{}", registered.user_id, if admin { " (admin)" } else { "" });
     Ok(())
 }

@@ -59,6 +59,14 @@ pub enum ErrorKind {
     KeyTooLarge,
     /// Writing something only the server may write (`M_BAD_JSON` with 405, as the spec says).
     ManagedByServer,
+    UnsupportedRoomVersion,
+    RoomInUse,
+    InvalidRoomState,
+    BadAlias,
+    /// The state does not allow this, e.g. unbanning someone not banned.
+    BadState,
+    /// A room alias that already exists (409).
+    AliasInUse,
     /// A bad request that no more specific code describes.
     Unknown,
 }
@@ -87,7 +95,12 @@ impl ErrorKind {
             Self::ThreepidDenied => "M_THREEPID_DENIED",
             Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
             Self::KeyTooLarge => "M_KEY_TOO_LARGE",
-            Self::Unknown => "M_UNKNOWN",
+            Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            Self::RoomInUse => "M_ROOM_IN_USE",
+            Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
+            Self::BadAlias => "M_BAD_ALIAS",
+            Self::BadState => "M_BAD_STATE",
+            Self::Unknown | Self::AliasInUse => "M_UNKNOWN",
         }
     }
 
@@ -98,6 +111,7 @@ impl ErrorKind {
             Self::NotFound | Self::Unrecognized | Self::ThreepidNotFound => 404,
             Self::MethodNotAllowed | Self::ManagedByServer => 405,
             Self::TooLarge => 413,
+            Self::AliasInUse => 409,
             Self::LimitExceeded { .. } => 429,
             Self::BadJson
             | Self::NotJson
@@ -109,6 +123,11 @@ impl ErrorKind {
             | Self::ProfileTooLarge
             | Self::KeyTooLarge
             | Self::UnknownAuthType
+            | Self::UnsupportedRoomVersion
+            | Self::RoomInUse
+            | Self::InvalidRoomState
+            | Self::BadAlias
+            | Self::BadState
             | Self::Unknown => 400,
         }
     }

@@ -11,7 +11,7 @@ use crate::{config::Config, service::Services, storage::Storage};
 /// asked for port 0 learn the real one.
 pub async fn serve(config: Config) -> Result<(), String> {
     let storage = Storage::open(&config.database).map_err(|e| e.to_string())?;
-    let services = Services::new(config, storage);
+    let services = Services::new(config, storage).await.map_err(|e| e.to_string())?;
     let config = services.config.clone();
     for variable in &config.ignored_variables {
         tracing::info!("ignoring {variable}: it names no setting");

@@ -47,6 +47,7 @@ impl AccountData {
         }
         let mut batch = Batch::new();
         batch.put_account_data(user_id, room_id, kind, &Value::Object(content));
-        Ok(self.storage.commit(batch).await?)
+        self.storage.commit(batch).await?;
+        Ok(())
     }
 }

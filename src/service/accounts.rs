@@ -498,7 +498,8 @@ impl Accounts {
         record.display_name = name;
         let mut batch = Batch::new();
         batch.put_device(user_id, device_id, &record);
-        Ok(self.storage.commit(batch).await?)
+        self.storage.commit(batch).await?;
+        Ok(())
     }
 
     /// Deletes the given devices with their tokens; unknown ones are skipped.

@@ -3,9 +3,12 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod keys;
+pub mod locks;
 pub mod password;
 pub mod profiles;
 pub mod rate_limit;
+pub mod rooms;
 pub mod secrets;
 pub mod shared_secret;
 pub mod uia;
@@ -19,6 +22,8 @@ pub struct Services {
     pub config: Arc<Config>,
     pub storage: Arc<Storage>,
     pub accounts: accounts::Accounts,
+    pub keys: Arc<keys::ServerKeys>,
+    pub rooms: rooms::Rooms,
     pub uia: uia::Uia,
     pub profiles: profiles::Profiles,
     pub account_data: account_data::AccountData,
@@ -27,10 +32,14 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(config: Config, storage: Storage) -> Arc<Self> {
+    /// Builds every service over an open database (generating the signing key on first start).
+    pub async fn new(config: Config, storage: Storage) -> crate::error::Result<Arc<Self>> {
         let config = Arc::new(config);
         let storage = Arc::new(storage);
-        Arc::new(Self {
+        let keys = Arc::new(keys::ServerKeys::load_or_generate(&storage).await?);
+        Ok(Arc::new(Self {
+            rooms: rooms::Rooms::new(config.clone(), storage.clone(), keys.clone()),
+            keys,
             accounts: accounts::Accounts::new(config.clone(), storage.clone()),
             uia: uia::Uia::new(config.auth.uia_session_lifetime()),
             profiles: profiles::Profiles::new(config.clone(), storage.clone()),
@@ -39,7 +48,7 @@ impl Services {
             shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
             config,
             storage,
-        })
+        }))
     }
 }
 

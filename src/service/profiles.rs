@@ -65,14 +65,16 @@ impl Profiles {
                 return Err(Error::new(ErrorKind::ProfileTooLarge, "The profile would exceed 64 KiB"));
             }
         }
-        Ok(self.storage.commit(batch).await?)
+        self.storage.commit(batch).await?;
+        Ok(())
     }
 
     pub async fn delete_field(&self, user_id: &UserId, field: &str) -> Result<()> {
         validate_key(field)?;
         let mut batch = Batch::new();
         batch.delete_profile_field(user_id, field);
-        Ok(self.storage.commit(batch).await?)
+        self.storage.commit(batch).await?;
+        Ok(())
     }
 }
 

@@ -16,6 +16,15 @@ pub trait Engine: Send + Sync + 'static {
         prefix: &[u8],
     ) -> Box<dyn Iterator<Item = Result<Entry, StorageError>> + 'a>;
 
+    /// Entries whose key starts with `prefix` and is below `before` (all of them when `None`), in
+    /// reverse key order.
+    fn scan_prefix_rev<'a>(
+        &'a self,
+        column: Column,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<Entry, StorageError>> + 'a>;
+
     /// Applies every batch in one atomic write. With `durable`, the write is on disk (WAL synced)
     /// before this returns; without, it survives a crash of the process but not of the machine.
     fn write(&self, batches: &[Batch], durable: bool) -> Result<(), StorageError>;

@@ -4,7 +4,7 @@
 //! is 8 bytes big-endian; a fixed-size byte part (a hash) is its bytes. The layouts of the column
 //! families are in `storage::schema`.
 
-use ruma::{DeviceId, RoomId, UserId};
+use ruma::{DeviceId, EventId, RoomAliasId, RoomId, UserId};
 
 use super::StorageError;
 
@@ -140,6 +140,97 @@ pub fn account_data_type_of(key: &[u8]) -> Result<&str, StorageError> {
     Ok(kind)
 }
 
+/// A key that is one `u64` (short IDs, snapshot IDs).
+pub fn short(id: u64) -> Vec<u8> {
+    KeyBuilder::new().u64(id).build()
+}
+
+/// Reads a key that is one `u64`.
+pub fn short_of(key: &[u8]) -> Result<u64, StorageError> {
+    let mut reader = KeyReader::new(key);
+    let id = reader.u64()?;
+    reader.finish()?;
+    Ok(id)
+}
+
+/// `EventIds`: an event ID.
+pub fn event_id(event_id: &EventId) -> Vec<u8> {
+    KeyBuilder::new().str(event_id.as_str()).build()
+}
+
+/// `StateKeys`: a `(type, state_key)` pair.
+pub fn state_key(kind: &str, state_key: &str) -> Vec<u8> {
+    KeyBuilder::new().str(kind).str(state_key).build()
+}
+
+/// `Rooms`, `PublicRooms`: a room ID. `RoomAliases`: every alias of a room (as a prefix).
+pub fn room(room_id: &RoomId) -> Vec<u8> {
+    KeyBuilder::new().str(room_id.as_str()).build()
+}
+
+/// `Timeline`: an event's place in its room. Ordered by position within a room.
+pub fn timeline(short_room: u64, position: u64) -> Vec<u8> {
+    KeyBuilder::new().u64(short_room).u64(position).build()
+}
+
+/// `Timeline`, `RoomMembers`: everything of one room (as a prefix).
+pub fn room_prefix(short_room: u64) -> Vec<u8> {
+    short(short_room)
+}
+
+/// Reads the position part of a `timeline` key.
+pub fn timeline_position_of(key: &[u8]) -> Result<u64, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.u64()?;
+    let position = reader.u64()?;
+    reader.finish()?;
+    Ok(position)
+}
+
+/// `UserRooms`: a user's membership in a room.
+pub fn user_room(user_id: &UserId, room_id: &RoomId) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(room_id.as_str()).build()
+}
+
+/// Reads the room part of a `user_room` key.
+pub fn room_of_user_room(key: &[u8]) -> Result<&str, StorageError> {
+    device_of(key)
+}
+
+/// `RoomMembers`: one member of a room.
+pub fn room_member(short_room: u64, user_id: &UserId) -> Vec<u8> {
+    KeyBuilder::new().u64(short_room).str(user_id.as_str()).build()
+}
+
+/// Reads the user part of a `room_member` key.
+pub fn member_of(key: &[u8]) -> Result<&str, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.u64()?;
+    let user = reader.str()?;
+    reader.finish()?;
+    Ok(user)
+}
+
+/// `Aliases`: a room alias.
+pub fn alias(alias: &RoomAliasId) -> Vec<u8> {
+    KeyBuilder::new().str(alias.as_str()).build()
+}
+
+/// `RoomAliases`: one alias of a room.
+pub fn room_alias(room_id: &RoomId, alias: &RoomAliasId) -> Vec<u8> {
+    KeyBuilder::new().str(room_id.as_str()).str(alias.as_str()).build()
+}
+
+/// Reads the alias part of a `room_alias` key.
+pub fn alias_of(key: &[u8]) -> Result<&str, StorageError> {
+    device_of(key)
+}
+
+/// `TransactionIds`: a request of one device to one endpoint.
+pub fn transaction(user_id: &UserId, device_id: &DeviceId, endpoint: &str, txn_id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).str(endpoint).str(txn_id).build()
+}
+
 #[cfg(test)]
 mod tests {
     use ruma::{device_id, room_id, user_id};
@@ -194,6 +285,17 @@ mod tests {
         assert!(!in_room.starts_with(&account_data_prefix(alice, None)));
         assert!(in_room.starts_with(&account_data_prefix(alice, Some(room))));
         assert_eq!(account_data_type_of(&in_room).unwrap(), "m.tag");
+    }
+
+    #[test]
+    fn a_room_timeline_is_ordered_by_position_and_apart_from_other_rooms() {
+        let mut keys = vec![timeline(2, 5), timeline(1, 300), timeline(2, 1), timeline(1, 7)];
+        keys.sort();
+        assert_eq!(keys, vec![timeline(1, 7), timeline(1, 300), timeline(2, 1), timeline(2, 5)]);
+        assert!(timeline(1, 7).starts_with(&room_prefix(1)));
+        assert!(!timeline(256, 7).starts_with(&room_prefix(1)));
+        assert_eq!(timeline_position_of(&timeline(3, 42)).unwrap(), 42);
+        assert_eq!(member_of(&room_member(3, ruma::user_id!("@a:b"))).unwrap(), "@a:b");
     }
 
     #[test]

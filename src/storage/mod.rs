@@ -13,7 +13,9 @@ mod engine;
 pub mod key;
 mod profiles;
 mod rocks;
+mod rooms;
 mod schema;
+mod sequence;
 mod writer;
 
 use std::sync::Arc;
@@ -21,9 +23,11 @@ use std::sync::Arc;
 pub use accounts::*;
 pub use batch::Batch;
 pub use engine::Engine;
+pub use rooms::*;
 pub use schema::Column;
+pub use sequence::Sequence;
 use serde::de::DeserializeOwned;
-pub use writer::WriteStats;
+pub use writer::{Committed, WriteStats};
 
 use crate::config::DatabaseConfig;
 
@@ -40,6 +44,7 @@ pub enum StorageError {
 pub struct Storage {
     engine: Arc<dyn Engine>,
     writer: writer::GroupCommit,
+    sequences: Arc<sequence::Sequences>,
 }
 
 impl Storage {
@@ -48,21 +53,35 @@ impl Storage {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StorageError::Engine(format!("cannot create {}: {e}", config.path.display())))?;
         let engine = rocks::RocksEngine::open(&config.path, config.cache_mb)?;
-        Ok(Self::with_engine(Arc::new(engine)))
+        Self::with_engine(Arc::new(engine))
     }
 
-    pub fn with_engine(engine: Arc<dyn Engine>) -> Self {
-        let writer = writer::GroupCommit::start(engine.clone());
-        Self { engine, writer }
+    pub fn with_engine(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
+        let sequences = Arc::new(sequence::Sequences::load(&*engine)?);
+        let writer = writer::GroupCommit::start(engine.clone(), sequences.clone());
+        Ok(Self { engine, writer, sequences })
     }
 
-    /// Applies the batch atomically and returns once it is on disk. Concurrent commits share one
-    /// fsync.
-    pub async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+    /// Applies the batch atomically and returns once it is on disk, with the stream position it
+    /// was given if it asked for one. Concurrent commits share one fsync.
+    pub async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.writer.commit(batch).await
+    }
+
+    /// The highest stream position committed: everything at or below it is on disk.
+    pub fn stream_position(&self) -> u64 {
+        self.sequences.position.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The next number of a short-ID sequence, recorded in `batch` so that the writer persists
+    /// the counter with it.
+    pub fn allocate(&self, batch: &mut Batch, sequence: Sequence) -> u64 {
+        let value = self.sequences.next(sequence);
+        batch.uses(sequence, value);
+        value
     }
 
     /// How many durable writes (fsyncs) the writer made, and how many batches they carried.
@@ -74,6 +93,11 @@ impl Storage {
     /// in a power cut (when a device was last seen), never for anything acknowledged to a client.
     pub fn commit_relaxed(&self, batch: Batch) -> Result<(), StorageError> {
         self.engine.write(std::slice::from_ref(&batch), false)
+    }
+
+    /// A named server-wide value (`Meta`).
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.engine.get(Column::Meta, &key::meta(name))
     }
 
     fn get_json<T: DeserializeOwned>(&self, column: Column, key: &[u8]) -> Result<Option<T>, StorageError> {

@@ -100,6 +100,32 @@ impl Engine for RocksEngine {
         Box::new(iter)
     }
 
+    fn scan_prefix_rev<'a>(
+        &'a self,
+        column: Column,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<Entry, StorageError>> + 'a> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(prefix.to_vec());
+        let upper = match before {
+            Some(before) => Some(before.to_vec()),
+            None => prefix_upper_bound(prefix),
+        };
+        let mode = match &upper {
+            Some(upper) => {
+                options.set_iterate_upper_bound(upper.clone());
+                IteratorMode::From(upper.as_slice(), Direction::Reverse)
+            }
+            None => IteratorMode::End,
+        };
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(column), options, mode)
+            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(engine_error));
+        Box::new(iter)
+    }
+
     fn write(&self, batches: &[Batch], durable: bool) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         for op in batches.iter().flat_map(|b| &b.ops) {

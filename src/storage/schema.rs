@@ -28,6 +28,40 @@ pub enum Column {
     /// Account data, global and per room. Key: `user_id ++ room_id ++ type`, with an empty
     /// `room_id` for global data. Value: the content object.
     AccountData,
+    /// Event IDs to short event IDs. Key: `event_id`. Value: `u64`.
+    EventIds,
+    /// Events. Key: short event ID (`u64`). Value: `StoredEvent` (the signed PDU and what the server
+    /// knows about it: room, stream position, unsigned extras).
+    Events,
+    /// `(type, state_key)` pairs to short state keys. Key: `type ++ state_key`. Value: `u64`.
+    StateKeys,
+    /// Short state keys back to their pair. Key: `u64`. Value: `[type, state_key]`.
+    ShortStateKeys,
+    /// State snapshots, each a delta on a parent snapshot. Key: snapshot ID (`u64`). Value: binary
+    /// `Snapshot` (see `storage::rooms`).
+    StateSnapshots,
+    /// The state before and after each event. Key: short event ID. Value: two snapshot IDs, binary.
+    EventState,
+    /// Rooms. Key: `room_id`. Value: `RoomRecord` (short ID, version, current state, extremities).
+    Rooms,
+    /// Each room's timeline in stream order. Key: short room ID (`u64`) `++` stream position
+    /// (`u64`). Value: short event ID (`u64`).
+    Timeline,
+    /// A user's membership in each room, as the room's current state says. Key:
+    /// `user_id ++ room_id`. Value: `MembershipRecord`.
+    UserRooms,
+    /// A room's members by membership. Key: short room ID (`u64`) `++ user_id`. Value: the
+    /// membership (`"join"`, `"invite"`, ...).
+    RoomMembers,
+    /// Room aliases. Key: `#alias:server`. Value: `AliasRecord`.
+    Aliases,
+    /// The local aliases of each room. Key: `room_id ++ alias`. Value: empty.
+    RoomAliases,
+    /// Rooms published in the public room directory. Key: `room_id`. Value: empty.
+    PublicRooms,
+    /// Results of requests with a transaction ID, for idempotency. Key:
+    /// `user_id ++ device_id ++ endpoint ++ txn_id`. Value: the result (JSON).
+    TransactionIds,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -40,7 +74,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 8] = [
+    pub const ALL: [Column; 22] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -49,6 +83,20 @@ impl Column {
         Column::RefreshTokens,
         Column::Profiles,
         Column::AccountData,
+        Column::EventIds,
+        Column::Events,
+        Column::StateKeys,
+        Column::ShortStateKeys,
+        Column::StateSnapshots,
+        Column::EventState,
+        Column::Rooms,
+        Column::Timeline,
+        Column::UserRooms,
+        Column::RoomMembers,
+        Column::Aliases,
+        Column::RoomAliases,
+        Column::PublicRooms,
+        Column::TransactionIds,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -62,13 +110,47 @@ impl Column {
             Column::RefreshTokens => "refresh_tokens",
             Column::Profiles => "profiles",
             Column::AccountData => "account_data",
+            Column::EventIds => "event_ids",
+            Column::Events => "events",
+            Column::StateKeys => "state_keys",
+            Column::ShortStateKeys => "short_state_keys",
+            Column::StateSnapshots => "state_snapshots",
+            Column::EventState => "event_state",
+            Column::Rooms => "rooms",
+            Column::Timeline => "timeline",
+            Column::UserRooms => "user_rooms",
+            Column::RoomMembers => "room_members",
+            Column::Aliases => "aliases",
+            Column::RoomAliases => "room_aliases",
+            Column::PublicRooms => "public_rooms",
+            Column::TransactionIds => "transaction_ids",
         }
     }
 
     pub fn access(self) -> Access {
         match self {
-            Column::Meta | Column::Users | Column::AccessTokens | Column::RefreshTokens => Access::Point,
-            Column::Devices | Column::DeviceLastSeen | Column::Profiles | Column::AccountData => Access::Scan,
+            Column::Meta
+            | Column::Users
+            | Column::AccessTokens
+            | Column::RefreshTokens
+            | Column::EventIds
+            | Column::Events
+            | Column::StateKeys
+            | Column::ShortStateKeys
+            | Column::StateSnapshots
+            | Column::EventState
+            | Column::Rooms
+            | Column::Aliases
+            | Column::TransactionIds => Access::Point,
+            Column::Devices
+            | Column::DeviceLastSeen
+            | Column::Profiles
+            | Column::AccountData
+            | Column::Timeline
+            | Column::UserRooms
+            | Column::RoomMembers
+            | Column::RoomAliases
+            | Column::PublicRooms => Access::Scan,
         }
     }
 }

@@ -85,6 +85,7 @@ pub async fn deactivate(
     let body = confirm_with_password(&services, &session, operation, body).await?;
     let request: Deactivation = extract::fields(&body)?;
 
+    services.rooms.leave_all(&session.user_id).await?;
     services.accounts.deactivate(&session.user_id, request.erase).await?;
     // We bind no identifiers at identity servers, so there is nothing to unbind.
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))

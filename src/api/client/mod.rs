@@ -3,16 +3,19 @@
 mod account;
 mod account_data;
 mod devices;
+mod directory;
 pub mod discovery;
 mod profile;
 mod register;
+mod room_events;
+mod rooms;
 pub mod session;
 
 use std::sync::Arc;
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 
 use crate::service::Services;
@@ -40,6 +43,45 @@ pub fn v3_routes() -> Router<Arc<Services>> {
             get(profile::get_field).put(profile::set_field).delete(profile::delete_field),
         )
         .route("/user/{user_id}/account_data/{kind}", get(account_data::get).put(account_data::set))
+        .merge(room_routes())
+}
+
+/// Rooms, their events and the directory.
+fn room_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/createRoom", post(rooms::create_room))
+        .route("/join/{room_id_or_alias}", post(rooms::join_by_id_or_alias))
+        .route("/knock/{room_id_or_alias}", post(rooms::knock))
+        .route("/joined_rooms", get(rooms::joined_rooms))
+        .route("/rooms/{room_id}/join", post(rooms::join_room))
+        .route("/rooms/{room_id}/leave", post(rooms::leave))
+        .route("/rooms/{room_id}/forget", post(rooms::forget))
+        .route("/rooms/{room_id}/invite", post(rooms::invite))
+        .route("/rooms/{room_id}/kick", post(rooms::kick))
+        .route("/rooms/{room_id}/ban", post(rooms::ban))
+        .route("/rooms/{room_id}/unban", post(rooms::unban))
+        .route("/rooms/{room_id}/upgrade", post(rooms::upgrade))
+        .route("/rooms/{room_id}/send/{event_type}", post(room_events::send_without_txn))
+        .route("/rooms/{room_id}/send/{event_type}/{txn_id}", put(room_events::send))
+        .route("/rooms/{room_id}/state", get(room_events::all_state))
+        .route("/rooms/{room_id}/state/{event_type}", get(room_events::get_state).put(room_events::put_state))
+        .route("/rooms/{room_id}/state/{event_type}/", get(room_events::get_state).put(room_events::put_state))
+        .route(
+            "/rooms/{room_id}/state/{event_type}/{state_key}",
+            get(room_events::get_state).put(room_events::put_state),
+        )
+        .route("/rooms/{room_id}/redact/{event_id}", post(room_events::redact_without_txn))
+        .route("/rooms/{room_id}/redact/{event_id}/{txn_id}", put(room_events::redact))
+        .route("/rooms/{room_id}/event/{event_id}", get(room_events::event))
+        .route("/rooms/{room_id}/members", get(room_events::members))
+        .route("/rooms/{room_id}/joined_members", get(room_events::joined_members))
+        .route("/rooms/{room_id}/aliases", get(directory::room_aliases))
+        .route(
+            "/directory/room/{alias}",
+            get(directory::resolve_alias).put(directory::create_alias).delete(directory::delete_alias),
+        )
+        .route("/directory/list/room/{room_id}", get(directory::get_visibility).put(directory::set_visibility))
+        .route("/publicRooms", get(directory::public_rooms).post(directory::search_public_rooms))
 }
 
 /// Endpoints under `/_matrix/client/v1`.

@@ -38,6 +38,9 @@ pub async fn set_field(
     }
     let value = body.remove(&field).ok_or_else(|| Error::missing_param(format!("The body must contain `{field}`")))?;
     services.profiles.set_field(&user_id, &field, value).await?;
+    if matches!(field.as_str(), "displayname" | "avatar_url") {
+        services.rooms.profile_changed(&user_id).await?;
+    }
     Ok(Json(json!({})))
 }
 
@@ -50,5 +53,8 @@ pub async fn delete_field(
         return Err(Error::forbidden("You can only change your own profile"));
     }
     services.profiles.delete_field(&user_id, &field).await?;
+    if matches!(field.as_str(), "displayname" | "avatar_url") {
+        services.rooms.profile_changed(&user_id).await?;
+    }
     Ok(Json(json!({})))
 }

@@ -1,0 +1,219 @@
+//! Creating rooms, membership, upgrades.
+
+use std::sync::Arc;
+
+use axum::{Json, extract::State};
+use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, RoomVersionId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    api::extract::{self, Auth, OptionalJson, Path},
+    error::{Error, Result},
+    service::{
+        Services,
+        rooms::{CreateRoom, MembershipChange},
+    },
+};
+
+#[derive(Deserialize)]
+pub struct CreateRoomRequest {
+    visibility: Option<String>,
+    room_alias_name: Option<String>,
+    name: Option<String>,
+    topic: Option<String>,
+    #[serde(default)]
+    invite: Vec<OwnedUserId>,
+    room_version: Option<String>,
+    creation_content: Option<Map<String, Value>>,
+    #[serde(default)]
+    initial_state: Vec<InitialState>,
+    preset: Option<String>,
+    #[serde(default)]
+    is_direct: bool,
+    power_level_content_override: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct InitialState {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+    content: Map<String, Value>,
+}
+
+pub async fn create_room(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    extract::Json(request): extract::Json<CreateRoomRequest>,
+) -> Result<Json<Value>> {
+    let public = match request.visibility.as_deref() {
+        None | Some("private") => false,
+        Some("public") => true,
+        Some(other) => return Err(Error::bad_json(format!("Unknown visibility {other}"))),
+    };
+    if let Some(preset) = &request.preset
+        && !matches!(preset.as_str(), "private_chat" | "public_chat" | "trusted_private_chat")
+    {
+        return Err(Error::bad_json(format!("Unknown preset {preset}")));
+    }
+    let room_id = services
+        .rooms
+        .create_room(
+            &session.user_id,
+            CreateRoom {
+                preset: request.preset,
+                public,
+                name: request.name,
+                topic: request.topic,
+                alias_localpart: request.room_alias_name,
+                invite: request.invite,
+                is_direct: request.is_direct,
+                initial_state: request.initial_state.into_iter().map(|s| (s.kind, s.state_key, s.content)).collect(),
+                power_level_content_override: request.power_level_content_override,
+                creation_content: request.creation_content,
+                room_version: request.room_version.map(RoomVersionId::try_from).transpose().map_err(|_| {
+                    Error::new(crate::error::ErrorKind::UnsupportedRoomVersion, "Unsupported room version")
+                })?,
+            },
+        )
+        .await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// A room ID, or an alias resolved to one (local aliases; remote ones come with federation).
+fn resolve(services: &Services, id_or_alias: &str) -> Result<OwnedRoomId> {
+    if id_or_alias.starts_with('#') {
+        let alias =
+            RoomAliasId::parse(id_or_alias).map_err(|e| Error::invalid_param(format!("Invalid room alias: {e}")))?;
+        return Ok(services.rooms.resolve_alias(&alias)?.0);
+    }
+    RoomId::parse(id_or_alias).map_err(|e| Error::invalid_param(format!("Invalid room ID: {e}")))
+}
+
+/// Splits `reason` off a membership request body; the rest is the client's extra content.
+fn reason_and_extra(mut body: Map<String, Value>) -> Result<(Option<String>, Map<String, Value>)> {
+    let reason = match body.remove("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(reason)) => Some(reason),
+        Some(_) => return Err(Error::bad_json("`reason` must be a string")),
+    };
+    Ok((reason, body))
+}
+
+pub async fn join_by_id_or_alias(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(id_or_alias): Path<String>,
+    OptionalJson(body): OptionalJson<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let room_id = resolve(&services, &id_or_alias)?;
+    join(&services, &session.user_id, &room_id, body).await
+}
+
+pub async fn join_room(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<OwnedRoomId>,
+    OptionalJson(body): OptionalJson<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    join(&services, &session.user_id, &room_id, body).await
+}
+
+async fn join(
+    services: &Services,
+    user: &ruma::UserId,
+    room_id: &RoomId,
+    body: Map<String, Value>,
+) -> Result<Json<Value>> {
+    let (reason, extra) = reason_and_extra(body)?;
+    // Clients' extra keys go into the member content, but not what only the server may set.
+    let extra = extra.into_iter().filter(|(key, _)| !matches!(key.as_str(), "third_party_signed")).collect();
+    services.rooms.change_membership(room_id, user, MembershipChange::Join { reason, extra }).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+pub async fn knock(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(id_or_alias): Path<String>,
+    OptionalJson(body): OptionalJson<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let room_id = resolve(&services, &id_or_alias)?;
+    let (reason, _) = reason_and_extra(body)?;
+    services.rooms.change_membership(&room_id, &session.user_id, MembershipChange::Knock { reason }).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+pub async fn leave(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<OwnedRoomId>,
+    OptionalJson(body): OptionalJson<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let (reason, _) = reason_and_extra(body)?;
+    services.rooms.change_membership(&room_id, &session.user_id, MembershipChange::Leave { reason }).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn forget(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<OwnedRoomId>,
+    _body: OptionalJson<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    services.rooms.forget(&room_id, &session.user_id).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct TargetRequest {
+    user_id: OwnedUserId,
+    reason: Option<String>,
+}
+
+/// `invite`, `kick`, `ban` and `unban`: the same shape, a different change.
+macro_rules! targeted {
+    ($name:ident, $change:expr) => {
+        pub async fn $name(
+            State(services): State<Arc<Services>>,
+            Auth(session): Auth,
+            Path(room_id): Path<OwnedRoomId>,
+            extract::Json(request): extract::Json<TargetRequest>,
+        ) -> Result<Json<Value>> {
+            let change: fn(OwnedUserId, Option<String>) -> MembershipChange = $change;
+            services
+                .rooms
+                .change_membership(&room_id, &session.user_id, change(request.user_id, request.reason))
+                .await?;
+            Ok(Json(json!({})))
+        }
+    };
+}
+
+targeted!(invite, |target, reason| MembershipChange::Invite { target, reason, is_direct: false });
+targeted!(kick, |target, reason| MembershipChange::Kick { target, reason });
+targeted!(ban, |target, reason| MembershipChange::Ban { target, reason });
+targeted!(unban, |target, reason| MembershipChange::Unban { target, reason });
+
+pub async fn joined_rooms(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
+    Ok(Json(json!({ "joined_rooms": services.rooms.joined_rooms(&session.user_id)? })))
+}
+
+#[derive(Deserialize)]
+pub struct UpgradeRequest {
+    new_version: String,
+}
+
+pub async fn upgrade(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<OwnedRoomId>,
+    extract::Json(request): extract::Json<UpgradeRequest>,
+) -> Result<Json<Value>> {
+    let version = RoomVersionId::try_from(request.new_version)
+        .map_err(|_| Error::new(crate::error::ErrorKind::UnsupportedRoomVersion, "Unsupported room version"))?;
+    let replacement = services.rooms.upgrade(&room_id, &session.user_id, version).await?;
+    Ok(Json(json!({ "replacement_room": replacement })))
+}

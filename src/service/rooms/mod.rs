@@ -1,0 +1,566 @@
+//! Rooms: the signed event graph, its state, memberships, aliases and the public directory.
+//!
+//! Every local event goes through [`Rooms::append`] under the room's lock: it is placed after the
+//! room's forward extremities, given the auth events the room version asks for, hashed and
+//! signed, checked against the room version's authorization rules (through ruma's state-res), and
+//! stored with its state snapshot, timeline entry and membership changes in one atomic write. A
+//! refused event leaves nothing behind. Different rooms have different locks and proceed in
+//! parallel.
+
+mod aliases;
+mod create;
+mod directory;
+mod membership;
+pub mod pdu;
+mod power;
+pub mod read;
+mod redaction;
+mod state;
+mod upgrade;
+mod visibility;
+
+use std::{collections::HashMap, sync::Arc};
+
+pub use create::CreateRoom;
+pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
+pub use membership::MembershipChange;
+pub use pdu::{EventDraft, Pdu, canonical_content};
+use ruma::{
+    EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules},
+};
+use serde_json::{Map, Value, value::RawValue};
+pub use state::StateMap;
+use state::StateStore;
+
+use super::{keys::ServerKeys, locks::KeyedLocks, now_ms};
+use crate::{
+    config::Config,
+    error::{Error, Result},
+    storage::{Batch, MembershipRecord, RoomRecord, Sequence, Storage, StoredEvent},
+};
+
+/// Events kept parsed in memory.
+const EVENT_CACHE_CAPACITY: usize = 20_000;
+
+pub struct Rooms {
+    config: Arc<Config>,
+    storage: Arc<Storage>,
+    keys: Arc<ServerKeys>,
+    locks: KeyedLocks<OwnedRoomId>,
+    state: StateStore,
+    events: quick_cache::sync::Cache<u64, Arc<Pdu>>,
+    /// Serializes the creation of short state keys, which are global.
+    state_key_lock: tokio::sync::Mutex<()>,
+    /// Serializes alias changes, so that two cannot claim one alias.
+    alias_lock: tokio::sync::Mutex<()>,
+}
+
+/// A room as the write path holds it, under its lock.
+struct RoomHandle {
+    room_id: OwnedRoomId,
+    record: RoomRecord,
+    rules: RoomVersionRules,
+    state: Arc<StateMap>,
+    /// Layers of the current state's snapshot (see `state`), `None` for the empty state.
+    state_layers: Option<u32>,
+    /// Events staged in the open batch but not committed yet, which later events of the same
+    /// batch refer to (room creation writes a dozen at once).
+    pending: HashMap<OwnedEventId, Pending>,
+}
+
+struct Pending {
+    short: u64,
+    pdu: Arc<Pdu>,
+    json: ruma::CanonicalJsonObject,
+}
+
+impl RoomHandle {
+    fn new(
+        room_id: OwnedRoomId,
+        record: RoomRecord,
+        rules: RoomVersionRules,
+        state: Arc<StateMap>,
+        state_layers: Option<u32>,
+    ) -> Self {
+        Self { room_id, record, rules, state, state_layers, pending: HashMap::new() }
+    }
+}
+
+/// The transaction a client sent an event with. Transaction IDs are scoped to a device and an
+/// endpoint.
+#[derive(Clone, Debug)]
+pub struct Transaction {
+    pub device_id: OwnedDeviceId,
+    pub txn_id: String,
+    /// `send` or `redact`.
+    pub endpoint: &'static str,
+}
+
+/// A stored event, as `append` returns it.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub pdu: Arc<Pdu>,
+    pub position: u64,
+}
+
+impl Rooms {
+    pub fn new(config: Arc<Config>, storage: Arc<Storage>, keys: Arc<ServerKeys>) -> Self {
+        Self {
+            config,
+            state: StateStore::new(storage.clone()),
+            storage,
+            keys,
+            locks: KeyedLocks::default(),
+            events: quick_cache::sync::Cache::new(EVENT_CACHE_CAPACITY),
+            state_key_lock: tokio::sync::Mutex::new(()),
+            alias_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn server_name(&self) -> &str {
+        self.config.server_name.as_str()
+    }
+
+    // ----- reading events and state -----
+
+    pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
+        Ok(self.storage.room(room_id)?)
+    }
+
+    pub fn room_exists(&self, room_id: &RoomId) -> Result<RoomRecord> {
+        self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))
+    }
+
+    /// An event by short ID, parsed and cached.
+    pub fn event(&self, short: u64) -> Result<Option<Arc<Pdu>>> {
+        if let Some(pdu) = self.events.get(&short) {
+            return Ok(Some(pdu));
+        }
+        let Some(stored) = self.storage.event(short)? else { return Ok(None) };
+        let pdu = Arc::new(Pdu::from_stored(&stored)?);
+        self.events.insert(short, pdu.clone());
+        Ok(Some(pdu))
+    }
+
+    pub fn event_by_id(&self, event_id: &EventId) -> Result<Option<(u64, Arc<Pdu>)>> {
+        let Some(short) = self.storage.short_event_id(event_id)? else { return Ok(None) };
+        Ok(self.event(short)?.map(|pdu| (short, pdu)))
+    }
+
+    /// The event holding `(kind, state_key)` in a state.
+    pub fn state_event(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<Arc<Pdu>>> {
+        let Some(short_key) = self.storage.short_state_key(kind, state_key)? else { return Ok(None) };
+        match state.get(&short_key) {
+            Some(short_event) => self.event(*short_event),
+            None => Ok(None),
+        }
+    }
+
+    /// The content of `(kind, state_key)` in a state, as JSON.
+    pub fn state_content(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<Map<String, Value>>> {
+        Ok(self.state_event(state, kind, state_key)?.map(|pdu| pdu.content_map()))
+    }
+
+    pub fn current_state(&self, room: &RoomRecord) -> Result<Arc<StateMap>> {
+        self.state.full(room.state)
+    }
+
+    pub fn current_state_event(&self, room_id: &RoomId, kind: &str, state_key: &str) -> Result<Option<Arc<Pdu>>> {
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        self.state_event(&*self.current_state(&room)?, kind, state_key)
+    }
+
+    /// The state before and after an event.
+    pub fn event_states(&self, short_event: u64) -> Result<(Arc<StateMap>, Arc<StateMap>)> {
+        let (before, after) = self
+            .storage
+            .event_state(short_event)?
+            .ok_or_else(|| Error::internal(format!("no state recorded for event {short_event}")))?;
+        Ok((self.state.full(before)?, self.state.full(after)?))
+    }
+
+    /// Every event of a state, parsed.
+    pub fn state_events(&self, state: &StateMap) -> Result<Vec<Arc<Pdu>>> {
+        let mut events = Vec::with_capacity(state.len());
+        for short in state.values() {
+            if let Some(pdu) = self.event(*short)? {
+                events.push(pdu);
+            }
+        }
+        Ok(events)
+    }
+
+    // ----- writing -----
+
+    /// Locks a room and loads what the write path needs.
+    async fn lock(&self, room_id: &RoomId) -> Result<(crate::service::locks::KeyedGuard<'_, OwnedRoomId>, RoomHandle)> {
+        let guard = self.locks.lock(&room_id.to_owned()).await;
+        let record = self.room_exists(room_id)?;
+        let rules = pdu::rules_of(&record.version)?;
+        let state = self.state.full(record.state)?;
+        let layers = self.state.layers(record.state)?;
+        Ok((guard, RoomHandle::new(room_id.to_owned(), record, rules, state, layers)))
+    }
+
+    /// An event by ID as the write path sees it: staged in the handle, or stored.
+    fn handle_event(&self, room: &RoomHandle, event_id: &EventId) -> Result<Option<Arc<Pdu>>> {
+        if let Some(pending) = room.pending.get(event_id) {
+            return Ok(Some(pending.pdu.clone()));
+        }
+        Ok(self.event_by_id(event_id)?.map(|(_, pdu)| pdu))
+    }
+
+    /// A state entry of the handle's current state, staged events included.
+    fn handle_state_event(&self, room: &RoomHandle, kind: &str, state_key: &str) -> Result<Option<Arc<Pdu>>> {
+        let Some(short_key) = self.storage.short_state_key(kind, state_key)? else { return Ok(None) };
+        let Some(short_event) = room.state.get(&short_key) else { return Ok(None) };
+        if let Some(pending) = room.pending.values().find(|p| p.short == *short_event) {
+            return Ok(Some(pending.pdu.clone()));
+        }
+        self.event(*short_event)
+    }
+
+    /// Sends one event to a room: the path of `/send`, `/state` and everything else that is not
+    /// membership or redaction.
+    pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        transaction: Option<Transaction>,
+    ) -> Result<Appended> {
+        let (_guard, mut room) = self.lock(room_id).await?;
+        if let Some(txn) = &transaction
+            && let Some(event_id) = self.transaction_result(sender, txn)?
+        {
+            return self.appended(&event_id);
+        }
+        if let Some(state_key) = &draft.state_key
+            && let Some(same) = self.unchanged_state(&room, sender, &draft, state_key)?
+        {
+            return Ok(same);
+        }
+        self.append(&mut room, sender, draft, transaction).await
+    }
+
+    /// A state event from a client. Checks what the auth rules leave to the server: canonical
+    /// aliases must exist, room version 12's creators cannot be given a level, and a room's create
+    /// event is never replaced.
+    pub async fn send_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: &str,
+        state_key: &str,
+        content: Map<String, Value>,
+    ) -> Result<OwnedEventId> {
+        match kind {
+            "m.room.create" => return Err(Error::bad_json("A room's create event cannot be replaced")),
+            "m.room.canonical_alias" => self.check_canonical_alias(room_id, &content)?,
+            "m.room.power_levels" => {
+                let room = self.room_exists(room_id)?;
+                let rules = pdu::rules_of(&room.version)?;
+                if rules.authorization.explicitly_privilege_room_creators {
+                    let creators = self.creators(&*self.current_state(&room)?)?;
+                    let users = content.get("users").and_then(Value::as_object);
+                    if creators.iter().any(|c| users.is_some_and(|u| u.contains_key(c.as_str()))) {
+                        return Err(Error::bad_json("Room creators cannot be given a power level"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let draft = EventDraft::state(kind, state_key, canonical_content(content)?);
+        Ok(self.send(room_id, sender, draft, None).await?.pdu.event_id.clone())
+    }
+
+    /// A state event identical to the current one (same sender, same content) is not sent again;
+    /// the current event is the answer, as Synapse does.
+    fn unchanged_state(
+        &self,
+        room: &RoomHandle,
+        sender: &UserId,
+        draft: &EventDraft,
+        state_key: &str,
+    ) -> Result<Option<Appended>> {
+        let Some(current) = self.state_event(&room.state, &draft.kind.to_string(), state_key)? else {
+            return Ok(None);
+        };
+        let same_content =
+            serde_json::to_value(&draft.content).ok() == serde_json::from_str(current.content.get()).ok();
+        if current.sender != sender || !same_content {
+            return Ok(None);
+        }
+        self.appended(&current.event_id).map(Some)
+    }
+
+    fn transaction_result(&self, sender: &UserId, txn: &Transaction) -> Result<Option<OwnedEventId>> {
+        let stored = self.storage.transaction(sender, &txn.device_id, txn.endpoint, &txn.txn_id)?;
+        Ok(stored.and_then(|v| v.get("event_id").and_then(Value::as_str).and_then(|id| EventId::parse(id).ok())))
+    }
+
+    fn appended(&self, event_id: &EventId) -> Result<Appended> {
+        let (short, pdu) = self.event_by_id(event_id)?.ok_or_else(|| Error::internal("a remembered event is gone"))?;
+        let position = self.storage.event(short)?.map_or(0, |e| e.position);
+        Ok(Appended { pdu, position })
+    }
+
+    /// Builds, authorizes and stores a new local event. The caller holds the room's lock.
+    async fn append(
+        &self,
+        room: &mut RoomHandle,
+        sender: &UserId,
+        draft: EventDraft,
+        transaction: Option<Transaction>,
+    ) -> Result<Appended> {
+        self.append_with(room, sender, draft, transaction, |_, _| Ok(())).await
+    }
+
+    /// `append`, with `also` staging more writes into the same atomic batch once the event is
+    /// built and authorized (a redaction prunes its target this way).
+    async fn append_with(
+        &self,
+        room: &mut RoomHandle,
+        sender: &UserId,
+        draft: EventDraft,
+        transaction: Option<Transaction>,
+        also: impl FnOnce(&mut Batch, &Pdu) -> Result<()>,
+    ) -> Result<Appended> {
+        let mut batch = Batch::new();
+        let auth_events = self.auth_events_for(room, sender, &draft)?;
+        let prev_events = self.references(room, &room.record.extremities)?;
+        let built = pdu::build(
+            &self.keys,
+            self.server_name(),
+            &room.record.version,
+            sender,
+            draft,
+            pdu::Placement {
+                room_id: Some(&room.room_id),
+                prev_events: &prev_events,
+                auth_events: &auth_events,
+                depth: room.record.depth + 1,
+            },
+        )?;
+        self.authorize(room, &built.pdu)?;
+        also(&mut batch, &built.pdu)?;
+        let staged = self.stage(&mut batch, room, built, transaction).await?;
+        let mut appended = self.commit(batch, vec![staged]).await?;
+        Ok(appended.pop().expect("one event committed"))
+    }
+
+    /// The auth events the room version asks for, from the current state.
+    fn auth_events_for(&self, room: &RoomHandle, sender: &UserId, draft: &EventDraft) -> Result<Vec<pdu::Reference>> {
+        let content = RawValue::from_string(serde_json::to_string(&draft.content).expect("serializable"))
+            .expect("serialized JSON is valid");
+        let types = ruma::state_res::auth_types_for_event(
+            &draft.kind,
+            sender,
+            draft.state_key.as_deref(),
+            &content,
+            &room.rules.authorization,
+        )
+        .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
+        let mut ids = Vec::new();
+        for (kind, state_key) in types {
+            if kind == StateEventType::RoomCreate && !room.rules.event_format.allow_room_create_in_auth_events {
+                continue;
+            }
+            if let Some(pdu) = self.handle_state_event(room, &kind.to_string(), &state_key)? {
+                ids.push(pdu.event_id.clone());
+            }
+        }
+        self.references(room, &ids)
+    }
+
+    /// References to events, with their reference hashes in room versions 1 and 2.
+    fn references(&self, room: &RoomHandle, ids: &[OwnedEventId]) -> Result<Vec<pdu::Reference>> {
+        let with_hashes = room.rules.events_reference_format == EventsReferenceFormatVersion::V1;
+        ids.iter()
+            .map(|event_id| {
+                let sha256 = if with_hashes {
+                    let json = match room.pending.get(event_id) {
+                        Some(pending) => pending.json.clone(),
+                        None => {
+                            let stored = self
+                                .storage
+                                .event_by_id(event_id)?
+                                .ok_or_else(|| Error::internal(format!("referenced event {event_id} is missing")))?;
+                            serde_json::from_str(stored.pdu.get())
+                                .map_err(|e| Error::internal(format!("stored PDU: {e}")))?
+                        }
+                    };
+                    Some(pdu::reference_hash(&json, &room.rules)?)
+                } else {
+                    None
+                };
+                Ok(pdu::Reference { event_id: event_id.clone(), sha256 })
+            })
+            .collect()
+    }
+
+    /// The room version's authorization rules, against the event's auth events and the current
+    /// state.
+    fn authorize(&self, room: &RoomHandle, pdu: &Pdu) -> Result<()> {
+        let rules = &room.rules.authorization;
+        let fetch_event = |id: &EventId| self.handle_event(room, id).ok().flatten();
+        ruma::state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
+            .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+        let fetch_state = |kind: &StateEventType, state_key: &str| {
+            self.handle_state_event(room, &kind.to_string(), state_key).ok().flatten()
+        };
+        ruma::state_res::check_state_dependent_auth_rules(rules, pdu, fetch_state)
+            .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
+    }
+
+    /// Stages an authorized event: its record, state, timeline entry, membership and the room's
+    /// new head, all in `batch`. The handle moves on to the new head, so that several events can
+    /// be staged in one batch (room creation); if the batch is not committed, drop the handle.
+    async fn stage(
+        &self,
+        batch: &mut Batch,
+        room: &mut RoomHandle,
+        built: pdu::Built,
+        transaction: Option<Transaction>,
+    ) -> Result<Staged> {
+        let pdu = built.pdu;
+        let short_event = self.storage.allocate(batch, Sequence::ShortEventId);
+        let state_before = room.record.state;
+        let mut unsigned = Map::new();
+        let (state_after, new_state) = match &pdu.state_key {
+            Some(state_key) => {
+                let short_key = self.short_state_key_or_create(&pdu.kind.to_string(), state_key).await?;
+                if let Some(previous) = self.handle_state_event(room, &pdu.kind.to_string(), state_key)? {
+                    unsigned.insert("replaces_state".into(), previous.event_id.to_string().into());
+                    unsigned.insert("prev_content".into(), Value::Object(previous.content_map()));
+                    unsigned.insert("prev_sender".into(), previous.sender.to_string().into());
+                }
+                let (id, layers, state) = self.state.derive(
+                    batch,
+                    state_before,
+                    &room.state,
+                    room.state_layers,
+                    &[(short_key, short_event)],
+                )?;
+                room.state_layers = Some(layers);
+                (id, Some((id, state)))
+            }
+            None => (state_before, None),
+        };
+
+        let membership = self.membership_change(&room.room_id, &pdu)?;
+        let stored = StoredEvent {
+            event_id: pdu.event_id.clone(),
+            room_id: room.room_id.clone(),
+            position: 0,
+            pdu: RawValue::from_string(serde_json::to_string(&built.json).expect("canonical JSON serializes"))
+                .expect("valid JSON"),
+            unsigned,
+            transaction: transaction.as_ref().map(|t| (t.device_id.clone(), t.txn_id.clone())),
+        };
+        if let Some(txn) = &transaction {
+            let result = serde_json::json!({ "event_id": pdu.event_id });
+            batch.put_transaction(&pdu.sender, &txn.device_id, txn.endpoint, &txn.txn_id, &result);
+        }
+        let room_id = room.room_id.clone();
+        let short_room = room.record.short_id;
+        batch.put_event(short_event, short_room, stored, (state_before, state_after), move |position, batch| {
+            if let Some((user, mut record)) = membership {
+                record.position = position;
+                if record.membership == "join" {
+                    record.last_join = Some(position);
+                }
+                batch.put_membership(&user, &room_id, short_room, &record);
+            }
+        });
+
+        room.record.extremities = vec![pdu.event_id.clone()];
+        room.record.depth = pdu.depth;
+        room.record.state = state_after;
+        if let Some((_, state)) = &new_state {
+            room.state = state.clone();
+        }
+        batch.put_room(&room.room_id, &room.record);
+        let pdu = Arc::new(pdu);
+        room.pending.insert(pdu.event_id.clone(), Pending { short: short_event, pdu: pdu.clone(), json: built.json });
+        Ok(Staged { pdu, short_event, state: new_state })
+    }
+
+    /// A member event changes the target's membership record.
+    fn membership_change(&self, room_id: &RoomId, pdu: &Pdu) -> Result<Option<(ruma::OwnedUserId, MembershipRecord)>> {
+        if pdu.kind != TimelineEventType::RoomMember {
+            return Ok(None);
+        }
+        let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) else { return Ok(None) };
+        let membership = pdu.content_str("membership").unwrap_or_else(|| "leave".into());
+        let previous = self.storage.membership(&user, room_id)?;
+        Ok(Some((
+            user,
+            MembershipRecord {
+                membership,
+                event_id: pdu.event_id.clone(),
+                position: 0,
+                last_join: previous.and_then(|p| p.last_join),
+                forgotten: false,
+            },
+        )))
+    }
+
+    /// Commits staged events (in one write) and updates the caches.
+    async fn commit(&self, batch: Batch, staged: Vec<Staged>) -> Result<Vec<Appended>> {
+        let positions = self.storage.commit(batch).await?;
+        assert_eq!(positions.len(), staged.len(), "one position per staged event");
+        Ok(staged
+            .into_iter()
+            .zip(positions)
+            .map(|(staged, position)| {
+                if let Some((id, state)) = staged.state {
+                    self.state.remember(id, state);
+                }
+                self.events.insert(staged.short_event, staged.pdu.clone());
+                tracing::debug!(room = %staged.pdu.room_id, event = %staged.pdu.event_id, kind = %staged.pdu.kind, position, "event stored");
+                Appended { pdu: staged.pdu, position }
+            })
+            .collect())
+    }
+
+    /// The short ID of a `(type, state_key)` pair, created (and committed) on first use.
+    async fn short_state_key_or_create(&self, kind: &str, state_key: &str) -> Result<u64> {
+        if let Some(short) = self.storage.short_state_key(kind, state_key)? {
+            return Ok(short);
+        }
+        let _guard = self.state_key_lock.lock().await;
+        if let Some(short) = self.storage.short_state_key(kind, state_key)? {
+            return Ok(short);
+        }
+        let mut batch = Batch::new();
+        let short = self.storage.allocate(&mut batch, Sequence::ShortStateKey);
+        batch.put_state_key(short, kind, state_key);
+        self.storage.commit(batch).await?;
+        Ok(short)
+    }
+
+    /// Drops a cached event (after it was rewritten, e.g. redacted).
+    fn forget_cached(&self, short: u64) {
+        self.events.remove(&short);
+    }
+
+    fn default_version(&self) -> RoomVersionId {
+        self.config.rooms.default_version.clone()
+    }
+}
+
+/// An event staged for commit.
+struct Staged {
+    pdu: Arc<Pdu>,
+    short_event: u64,
+    /// The new state snapshot, if the event changed the state.
+    state: Option<(u64, Arc<StateMap>)>,
+}
+
+/// Milliseconds since an event was sent, for `unsigned.age`.
+fn age_of(pdu: &Pdu) -> u64 {
+    now_ms().saturating_sub(pdu.origin_server_ts.get().into())
+}

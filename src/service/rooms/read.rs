@@ -1,0 +1,151 @@
+//! Reading rooms on behalf of a user: events, state and members, each only as far as the user
+//! may see. Events leave in the client format.
+
+use std::sync::Arc;
+
+use ruma::{DeviceId, EventId, OwnedRoomId, RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{Pdu, Rooms, StateMap, age_of};
+use crate::{
+    error::{Error, Result},
+    storage::StoredEvent,
+};
+
+/// Who is reading: the user, and their device (which sees its own transaction IDs).
+#[derive(Clone, Copy, Debug)]
+pub struct Viewer<'a> {
+    pub user: &'a UserId,
+    pub device: Option<&'a DeviceId>,
+}
+
+impl Rooms {
+    /// An event in the client format.
+    pub fn client_event(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        let mut pdu: Map<String, Value> = serde_json::from_str(stored.pdu.get())
+            .map_err(|e| Error::internal(format!("stored event {} does not parse: {e}", stored.event_id)))?;
+        let parsed = Pdu::from_stored(stored)?;
+        let mut event = Map::new();
+        for field in ["type", "sender", "content", "origin_server_ts", "state_key"] {
+            if let Some(value) = pdu.remove(field) {
+                event.insert(field.into(), value);
+            }
+        }
+        event.insert("event_id".into(), json!(stored.event_id));
+        event.insert("room_id".into(), json!(stored.room_id));
+        if let Some(redacts) = &parsed.redacts {
+            event.insert("redacts".into(), json!(redacts));
+        }
+        let mut unsigned = stored.unsigned.clone();
+        unsigned.insert("age".into(), json!(age_of(&parsed)));
+        if let (Some(viewer), Some((device, txn_id))) = (viewer, &stored.transaction)
+            && viewer.user == parsed.sender
+            && viewer.device == Some(device)
+        {
+            unsigned.insert("transaction_id".into(), json!(txn_id));
+        }
+        event.insert("unsigned".into(), Value::Object(unsigned));
+        Ok(Value::Object(event))
+    }
+
+    /// An event the user may see, in the client format; `M_NOT_FOUND` otherwise (not revealing
+    /// whether it exists).
+    pub fn visible_event(&self, viewer: Viewer<'_>, room_id: &RoomId, event_id: &EventId) -> Result<Value> {
+        let not_found = || Error::not_found("Event not found");
+        let short = self.storage.short_event_id(event_id)?.ok_or_else(not_found)?;
+        let stored = self.storage.event(short)?.ok_or_else(not_found)?;
+        if stored.room_id != room_id {
+            return Err(not_found());
+        }
+        let pdu = Pdu::from_stored(&stored)?;
+        if !self.can_see(viewer.user, room_id, short, &pdu, stored.position)? {
+            return Err(not_found());
+        }
+        self.client_event(&stored, Some(viewer))
+    }
+
+    /// The state a user may read: the current state while they are in the room (or when it is
+    /// world-readable), the state when they left once they have left; refused otherwise.
+    pub fn readable_state(&self, user: &UserId, room_id: &RoomId) -> Result<Arc<StateMap>> {
+        let room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        let current = self.current_state(&room)?;
+        let membership = self.membership_in(&current, user)?;
+        if membership.as_deref() == Some("join") || self.history_visibility(&current)? == "world_readable" {
+            return Ok(current);
+        }
+        if matches!(membership.as_deref(), Some("leave" | "ban"))
+            && let Some(member) = self.state_event(&current, "m.room.member", user.as_str())?
+            && let Some(record) = self.storage.membership(user, room_id)?
+            && record.last_join.is_some()
+            && let Some(short) = self.storage.short_event_id(&member.event_id)?
+        {
+            // The state as it was when they left, their departure included.
+            return Ok(self.event_states(short)?.1);
+        }
+        Err(Error::forbidden("You are not in this room"))
+    }
+
+    /// Every state event in the client format.
+    pub fn state_in_client_format(&self, state: &StateMap) -> Result<Vec<Value>> {
+        let mut events = Vec::with_capacity(state.len());
+        for short in state.values() {
+            if let Some(stored) = self.storage.event(*short)? {
+                events.push(self.client_event(&stored, None)?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// One state event in the client format, or `M_NOT_FOUND`.
+    pub fn state_event_in_client_format(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Value> {
+        let not_found = || Error::not_found("No such state event");
+        let short_key = self.storage.short_state_key(kind, state_key)?.ok_or_else(not_found)?;
+        let short = state.get(&short_key).ok_or_else(not_found)?;
+        let stored = self.storage.event(*short)?.ok_or_else(not_found)?;
+        self.client_event(&stored, None)
+    }
+
+    /// The state after the room's latest event at or before a stream position.
+    pub fn state_at_position(&self, room_id: &RoomId, position: u64) -> Result<Arc<StateMap>> {
+        let room = self.room_exists(room_id)?;
+        match self.storage.timeline_at(room.short_id, position)? {
+            Some((_, short)) => Ok(self.event_states(short)?.1),
+            None => Ok(Arc::default()),
+        }
+    }
+
+    /// Members with their display name and avatar, for `/joined_members`.
+    pub fn joined_members(&self, user: &UserId, room_id: &RoomId) -> Result<Map<String, Value>> {
+        let room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        let state = self.current_state(&room)?;
+        if self.membership_in(&state, user)?.as_deref() != Some("join") {
+            return Err(Error::forbidden("You are not in this room"));
+        }
+        let mut joined = Map::new();
+        for (member, membership) in self.storage.members(room.short_id)? {
+            if membership != "join" {
+                continue;
+            }
+            let content = self.state_content(&state, "m.room.member", member.as_str())?.unwrap_or_default();
+            joined.insert(
+                member.to_string(),
+                json!({
+                    "display_name": content.get("displayname").cloned().unwrap_or(Value::Null),
+                    "avatar_url": content.get("avatar_url").cloned().unwrap_or(Value::Null),
+                }),
+            );
+        }
+        Ok(joined)
+    }
+
+    /// Rooms in which the user is joined, invited or has knocked, and not forgotten.
+    pub fn rooms_of(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, String)>> {
+        Ok(self
+            .storage
+            .memberships(user)?
+            .into_iter()
+            .filter(|(_, record)| !record.forgotten)
+            .map(|(room, record)| (room, record.membership))
+            .collect())
+    }
+}
