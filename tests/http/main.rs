@@ -8,5 +8,7 @@ mod errors;
 mod login;
 mod profile;
 mod registration;
+mod rooms_api;
+mod rooms_auth;
 mod server;
 mod shutdown;
