@@ -432,9 +432,10 @@ impl Rooms {
         let (state_after, new_state) = match &pdu.state_key {
             Some(state_key) => {
                 let short_key = self.short_state_key_or_create(&pdu.kind.to_string(), state_key).await?;
+                // `prev_content` is read from the replaced event when served, so that a later
+                // redaction of it shows there too.
                 if let Some(previous) = self.handle_state_event(room, &pdu.kind.to_string(), state_key)? {
                     unsigned.insert("replaces_state".into(), previous.event_id.to_string().into());
-                    unsigned.insert("prev_content".into(), Value::Object(previous.content_map()));
                     unsigned.insert("prev_sender".into(), previous.sender.to_string().into());
                 }
                 let (id, layers, state) = self.state.derive(
@@ -564,3 +565,6 @@ struct Staged {
 fn age_of(pdu: &Pdu) -> u64 {
     now_ms().saturating_sub(pdu.origin_server_ts.get().into())
 }
+
+#[cfg(test)]
+mod tests;

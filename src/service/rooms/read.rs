@@ -38,6 +38,12 @@ impl Rooms {
         }
         let mut unsigned = stored.unsigned.clone();
         unsigned.insert("age".into(), json!(age_of(&parsed)));
+        if let Some(replaced) =
+            unsigned.get("replaces_state").and_then(Value::as_str).and_then(|id| EventId::parse(id).ok())
+            && let Some((_, previous)) = self.event_by_id(&replaced)?
+        {
+            unsigned.insert("prev_content".into(), Value::Object(previous.content_map()));
+        }
         if let (Some(viewer), Some((device, txn_id))) = (viewer, &stored.transaction)
             && viewer.user == parsed.sender
             && viewer.device == Some(device)

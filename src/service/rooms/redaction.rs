@@ -53,7 +53,7 @@ impl Rooms {
                     .map_err(|e| Error::internal(format!("redacting: {e}")))?;
                 stored.pdu =
                     RawValue::from_string(serde_json::to_string(&object).expect("serializable")).expect("valid");
-                stored.unsigned.remove("prev_content");
+
                 stored.unsigned.insert(
                     "redacted_because".into(),
                     json!({
