@@ -207,8 +207,11 @@ impl EventDraft {
     }
 }
 
-/// Converts client JSON to canonical JSON: no floats, integers within ±(2^53 - 1).
-pub fn canonical_content(content: Map<String, Value>) -> Result<CanonicalJsonObject> {
+/// Converts client JSON to canonical JSON: integers within ±(2^53 - 1), no fractions. A number
+/// written as a float but holding a whole value (`-0`, `1e10`) is that integer, as the spec's
+/// canonical JSON examples show.
+pub fn canonical_content(mut content: Map<String, Value>) -> Result<CanonicalJsonObject> {
+    content.values_mut().for_each(whole_floats_to_integers);
     match CanonicalJsonValue::try_from(Value::Object(content)) {
         Ok(CanonicalJsonValue::Object(object)) => Ok(object),
         Ok(_) => Err(Error::bad_json("Event content must be an object")),
@@ -222,6 +225,29 @@ pub struct Reference {
     pub event_id: OwnedEventId,
     /// The event's reference hash, which room versions 1 and 2 put beside its ID.
     pub sha256: Option<String>,
+}
+
+fn whole_floats_to_integers(value: &mut Value) {
+    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= MAX_SAFE
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_floats_to_integers),
+        _ => {}
+    }
+}
+
+/// Prunes an event with the room version's redaction algorithm.
+pub fn redact(event: &mut CanonicalJsonObject, rules: &RoomVersionRules) -> Result<()> {
+    ruma::canonical_json::redact_in_place(event, &rules.redaction, None)
+        .map_err(|e| Error::internal(format!("redacting an event: {e}")))
 }
 
 /// Where a new event goes in the graph.

@@ -4,7 +4,7 @@
 use ruma::{CanonicalJsonObject, EventId, RoomId, UserId};
 use serde_json::{Value, json, value::RawValue};
 
-use super::{Appended, EventDraft, Rooms, Transaction, canonical_content};
+use super::{Appended, EventDraft, Rooms, Transaction, canonical_content, pdu};
 use crate::error::{Error, Result};
 
 impl Rooms {
@@ -49,8 +49,7 @@ impl Rooms {
                     self.storage.event(short_target)?.ok_or_else(|| Error::not_found("Event not found"))?;
                 let mut object: CanonicalJsonObject = serde_json::from_str(stored.pdu.get())
                     .map_err(|e| Error::internal(format!("stored event does not parse: {e}")))?;
-                ruma::canonical_json::redact_in_place(&mut object, &rules.redaction, None)
-                    .map_err(|e| Error::internal(format!("redacting: {e}")))?;
+                pdu::redact(&mut object, &rules)?;
                 stored.pdu =
                     RawValue::from_string(serde_json::to_string(&object).expect("serializable")).expect("valid");
 
