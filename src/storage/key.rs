@@ -226,9 +226,9 @@ pub fn alias_of(key: &[u8]) -> Result<&str, StorageError> {
     device_of(key)
 }
 
-/// `TransactionIds`: a request of one device to one endpoint.
-pub fn transaction(user_id: &UserId, device_id: &DeviceId, endpoint: &str, txn_id: &str) -> Vec<u8> {
-    KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).str(endpoint).str(txn_id).build()
+/// `TransactionIds`: a request of one device, by the path it was sent to (without the ID).
+pub fn transaction(user_id: &UserId, device_id: &DeviceId, scope: &str, txn_id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).str(scope).str(txn_id).build()
 }
 
 #[cfg(test)]

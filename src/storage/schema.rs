@@ -60,7 +60,8 @@ pub enum Column {
     /// Rooms published in the public room directory. Key: `room_id`. Value: empty.
     PublicRooms,
     /// Results of requests with a transaction ID, for idempotency. Key:
-    /// `user_id ++ device_id ++ endpoint ++ txn_id`. Value: the result (JSON).
+    /// `user_id ++ device_id ++ scope ++ txn_id`, the scope being the request path without the ID.
+    /// Value: the result (JSON).
     TransactionIds,
 }
 

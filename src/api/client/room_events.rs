@@ -28,7 +28,8 @@ pub async fn send(
     Path((room_id, kind, txn_id)): Path<(OwnedRoomId, String, String)>,
     extract::Json(content): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    let txn = Transaction { device_id: session.device_id.clone(), txn_id, endpoint: "send" };
+    let scope = format!("send/{room_id}/{kind}");
+    let txn = Transaction { device_id: session.device_id.clone(), txn_id, scope };
     send_message(&services, &session, &room_id, &kind, content, Some(txn)).await
 }
 
@@ -118,7 +119,8 @@ pub async fn redact(
     Path((room_id, event_id, txn_id)): Path<(OwnedRoomId, OwnedEventId, String)>,
     OptionalJson(body): OptionalJson<RedactBody>,
 ) -> Result<Json<Value>> {
-    let txn = Transaction { device_id: session.device_id.clone(), txn_id, endpoint: "redact" };
+    let txn =
+        Transaction { device_id: session.device_id.clone(), txn_id, scope: format!("redact/{room_id}/{event_id}") };
     let appended = services.rooms.redact(&room_id, &session.user_id, &event_id, body.reason, Some(txn)).await?;
     Ok(Json(json!({ "event_id": appended.pdu.event_id })))
 }

@@ -88,14 +88,14 @@ impl RoomHandle {
     }
 }
 
-/// The transaction a client sent an event with. Transaction IDs are scoped to a device and an
-/// endpoint.
+/// The transaction a client sent an event with. A transaction ID is scoped to a device and to the
+/// request's path: the same ID for another room, type or redacted event is a new request.
 #[derive(Clone, Debug)]
 pub struct Transaction {
     pub device_id: OwnedDeviceId,
     pub txn_id: String,
-    /// `send` or `redact`.
-    pub endpoint: &'static str,
+    /// The path without the transaction ID, e.g. `send/!room/m.room.message`.
+    pub scope: String,
 }
 
 /// A stored event, as `append` returns it.
@@ -297,7 +297,7 @@ impl Rooms {
     }
 
     fn transaction_result(&self, sender: &UserId, txn: &Transaction) -> Result<Option<OwnedEventId>> {
-        let stored = self.storage.transaction(sender, &txn.device_id, txn.endpoint, &txn.txn_id)?;
+        let stored = self.storage.transaction(sender, &txn.device_id, &txn.scope, &txn.txn_id)?;
         Ok(stored.and_then(|v| v.get("event_id").and_then(Value::as_str).and_then(|id| EventId::parse(id).ok())))
     }
 
@@ -463,7 +463,7 @@ impl Rooms {
         };
         if let Some(txn) = &transaction {
             let result = serde_json::json!({ "event_id": pdu.event_id });
-            batch.put_transaction(&pdu.sender, &txn.device_id, txn.endpoint, &txn.txn_id, &result);
+            batch.put_transaction(&pdu.sender, &txn.device_id, &txn.scope, &txn.txn_id, &result);
         }
         let room_id = room.room_id.clone();
         let short_room = room.record.short_id;

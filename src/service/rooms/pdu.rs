@@ -305,14 +305,10 @@ pub fn build(
         object.insert("event_id".into(), CanonicalJsonValue::String(id.to_string()));
     }
 
+    // Checked before signing too, as ruma refuses to hash an oversized event.
+    check_size(&object)?;
     keys.hash_and_sign(server_name, &mut object, version)?;
-    let size = serde_json::to_string(&object).map_or(usize::MAX, |s| s.len());
-    if size > MAX_PDU_BYTES {
-        return Err(Error::new(
-            ErrorKind::TooLarge,
-            format!("The event is {size} bytes; at most {MAX_PDU_BYTES} are allowed"),
-        ));
-    }
+    check_size(&object)?;
     let event_id = match chosen_id {
         Some(id) => id,
         None => {
@@ -333,6 +329,17 @@ pub fn build(
         .expect("serialized JSON is valid");
     let pdu = Pdu::parse(event_id, room_id, &raw)?;
     Ok(Built { pdu, json: object })
+}
+
+fn check_size(object: &CanonicalJsonObject) -> Result<()> {
+    let size = serde_json::to_string(object).map_or(usize::MAX, |s| s.len());
+    if size > MAX_PDU_BYTES {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("The event is {size} bytes; at most {MAX_PDU_BYTES} are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 /// `prev_events`/`auth_events`: IDs, or `[id, {"sha256": reference hash}]` in room versions 1-2.
