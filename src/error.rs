@@ -107,7 +107,11 @@ impl ErrorKind {
     pub fn status(&self) -> u16 {
         match self {
             Self::MissingToken | Self::UnknownToken { .. } | Self::Unauthorized => 401,
-            Self::Forbidden | Self::UserDeactivated | Self::GuestAccessForbidden | Self::ThreepidDenied => 403,
+            Self::Forbidden
+            | Self::UserDeactivated
+            | Self::GuestAccessForbidden
+            | Self::ThreepidDenied
+            | Self::BadState => 403,
             Self::NotFound | Self::Unrecognized | Self::ThreepidNotFound => 404,
             Self::MethodNotAllowed | Self::ManagedByServer => 405,
             Self::TooLarge => 413,
@@ -127,7 +131,6 @@ impl ErrorKind {
             | Self::RoomInUse
             | Self::InvalidRoomState
             | Self::BadAlias
-            | Self::BadState
             | Self::Unknown => 400,
         }
     }

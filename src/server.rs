@@ -13,6 +13,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let storage = Storage::open(&config.database).map_err(|e| e.to_string())?;
     let services = Services::new(config, storage).await.map_err(|e| e.to_string())?;
     let config = services.config.clone();
+    let shutdown = shutdown_signal();
     for variable in &config.ignored_variables {
         tracing::info!("ignoring {variable}: it names no setting");
     }
@@ -37,7 +38,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             .await
     });
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop.send(());
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
@@ -57,17 +58,24 @@ fn close(services: Arc<Services>) {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
+/// Installs the SIGINT/SIGTERM handlers at once (so a signal right after start-up is not fatal)
+/// and resolves when one arrives.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

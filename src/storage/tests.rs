@@ -105,6 +105,11 @@ fn concurrent_commits_all_land() {
 
 const CHILD_DB: &str = "MYELIN_TEST_KILLED_WRITER_DB";
 
+/// The batch number in a line the child printed (libtest may put its own text before it).
+fn acknowledged(line: &str) -> Option<u64> {
+    line.split("acked ").nth(1)?.trim().parse().ok()
+}
+
 /// Not a test on its own: run as a child process by the kill test below, it commits batches from
 /// eight tasks forever and prints each one it has seen acknowledged.
 #[test]
@@ -146,14 +151,19 @@ fn batches_are_atomic_and_durable_across_kill_9() {
             .unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut lines = stdout.lines();
-        // Let it write a varying while, then kill it mid-stream.
-        let deadline = Instant::now() + Duration::from_millis(300 + round * 170);
+        // Once it writes (starting may take a while on a busy machine), let it write a varying
+        // while, then kill it mid-stream.
+        let started = Instant::now();
+        let mut deadline = started + Duration::from_secs(60);
         let mut seen = 0;
         while Instant::now() < deadline && seen < 5_000 {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(n) = line.strip_prefix("acked ") {
-                        acked.push(n.parse().unwrap());
+                    if let Some(n) = acknowledged(&line) {
+                        if seen == 0 {
+                            deadline = Instant::now() + Duration::from_millis(100 + round * 170);
+                        }
+                        acked.push(n);
                         seen += 1;
                     }
                 }
@@ -162,11 +172,7 @@ fn batches_are_atomic_and_durable_across_kill_9() {
         }
         child.kill().unwrap();
         // Acknowledgements printed before the kill are still in the pipe.
-        for line in lines.map_while(Result::ok) {
-            if let Some(n) = line.strip_prefix("acked ") {
-                acked.push(n.parse().unwrap());
-            }
-        }
+        acked.extend(lines.map_while(Result::ok).filter_map(|line| acknowledged(&line)));
         child.wait().unwrap();
         assert!(seen > 0, "round {round}: the child acknowledged nothing");
 

@@ -207,11 +207,11 @@ impl EventDraft {
     }
 }
 
-/// Converts client JSON to canonical JSON: integers within ±(2^53 - 1), no fractions. A number
-/// written as a float but holding a whole value (`-0`, `1e10`) is that integer, as the spec's
-/// canonical JSON examples show.
+/// Converts client JSON to canonical JSON: integers within ±(2^53 - 1), written without fraction
+/// or exponent (room versions 6+ require it, and so does signing). `-0` is read as `0`, as Synapse
+/// reads it.
 pub fn canonical_content(mut content: Map<String, Value>) -> Result<CanonicalJsonObject> {
-    content.values_mut().for_each(whole_floats_to_integers);
+    content.values_mut().for_each(negative_zero_to_zero);
     match CanonicalJsonValue::try_from(Value::Object(content)) {
         Ok(CanonicalJsonValue::Object(object)) => Ok(object),
         Ok(_) => Err(Error::bad_json("Event content must be an object")),
@@ -227,19 +227,11 @@ pub struct Reference {
     pub sha256: Option<String>,
 }
 
-fn whole_floats_to_integers(value: &mut Value) {
-    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+fn negative_zero_to_zero(value: &mut Value) {
     match value {
-        Value::Number(n) if n.is_f64() => {
-            if let Some(f) = n.as_f64()
-                && f.fract() == 0.0
-                && f.abs() <= MAX_SAFE
-            {
-                *value = Value::from(f as i64);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(whole_floats_to_integers),
-        Value::Object(map) => map.values_mut().for_each(whole_floats_to_integers),
+        Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) => *value = Value::from(0),
+        Value::Array(items) => items.iter_mut().for_each(negative_zero_to_zero),
+        Value::Object(map) => map.values_mut().for_each(negative_zero_to_zero),
         _ => {}
     }
 }
