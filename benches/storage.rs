@@ -78,7 +78,8 @@ async fn writer(storage: Arc<Storage>, index: usize, duration: Duration, durable
             &user,
             None,
             &format!("org.example.bench.{}", n % 64),
-            &json!({ "n": n, "pad": "x".repeat(64) }),
+            json!({ "n": n, "pad": "x".repeat(64) }),
+            None,
         );
         let started = Instant::now();
         if durable {

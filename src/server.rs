@@ -40,6 +40,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
 
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
+    services.shutdown.send_replace(true);
     let _ = stop.send(());
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
     match tokio::time::timeout(grace, server).await {

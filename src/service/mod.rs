@@ -3,14 +3,17 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod filters;
 pub mod keys;
 pub mod locks;
+pub mod notifier;
 pub mod password;
 pub mod profiles;
 pub mod rate_limit;
 pub mod rooms;
 pub mod secrets;
 pub mod shared_secret;
+pub mod sync;
 pub mod uia;
 
 use std::sync::Arc;
@@ -28,6 +31,10 @@ pub struct Services {
     pub profiles: profiles::Profiles,
     pub account_data: account_data::AccountData,
     pub rate_limits: rate_limit::RateLimits,
+    pub notifier: Arc<notifier::Notifier>,
+    pub filters: filters::Filters,
+    /// Turns true at shutdown, so that waiting syncs answer at once.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     pub shared_secret: shared_secret::SharedSecretRegistration,
 }
 
@@ -37,13 +44,17 @@ impl Services {
         let config = Arc::new(config);
         let storage = Arc::new(storage);
         let keys = Arc::new(keys::ServerKeys::load_or_generate(&storage).await?);
+        let notifier = Arc::new(notifier::Notifier::default());
         Ok(Arc::new(Self {
-            rooms: rooms::Rooms::new(config.clone(), storage.clone(), keys.clone()),
+            rooms: rooms::Rooms::new(config.clone(), storage.clone(), keys.clone(), notifier.clone()),
+            filters: filters::Filters::new(storage.clone()),
             keys,
             accounts: accounts::Accounts::new(config.clone(), storage.clone()),
             uia: uia::Uia::new(config.auth.uia_session_lifetime()),
             profiles: profiles::Profiles::new(config.clone(), storage.clone()),
-            account_data: account_data::AccountData::new(storage.clone()),
+            account_data: account_data::AccountData::new(storage.clone(), notifier.clone()),
+            notifier,
+            shutdown: tokio::sync::watch::channel(false).0,
             rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
             shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
             config,

@@ -16,6 +16,14 @@ pub trait Engine: Send + Sync + 'static {
         prefix: &[u8],
     ) -> Box<dyn Iterator<Item = Result<Entry, StorageError>> + 'a>;
 
+    /// Entries whose key starts with `prefix`, from `start` (inclusive) on, in key order.
+    fn scan_from<'a>(
+        &'a self,
+        column: Column,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StorageError>> + 'a>;
+
     /// Entries whose key starts with `prefix` and is below `before` (all of them when `None`), in
     /// reverse key order.
     fn scan_prefix_rev<'a>(

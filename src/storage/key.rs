@@ -115,6 +115,25 @@ pub fn profile_field(user_id: &UserId, field: &str) -> Vec<u8> {
     KeyBuilder::new().str(user_id.as_str()).str(field).build()
 }
 
+/// `AccountDataChanges` (and other per-user streams): an entry of a user at a stream position.
+pub fn user_position(user_id: &UserId, position: u64) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).u64(position).build()
+}
+
+/// Reads the position part of a `user_position` key.
+pub fn position_of_user_position(key: &[u8]) -> Result<u64, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    let position = reader.u64()?;
+    reader.finish()?;
+    Ok(position)
+}
+
+/// `Filters`: one filter of a user.
+pub fn filter(user_id: &UserId, id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(id).build()
+}
+
 /// Reads the field part of a `profile_field` key.
 pub fn field_of(key: &[u8]) -> Result<&str, StorageError> {
     device_of(key)

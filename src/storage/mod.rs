@@ -10,6 +10,7 @@ mod account_data;
 mod accounts;
 mod batch;
 mod engine;
+mod filters;
 pub mod key;
 mod profiles;
 mod rocks;
@@ -20,6 +21,7 @@ mod writer;
 
 use std::sync::Arc;
 
+pub use account_data::*;
 pub use accounts::*;
 pub use batch::Batch;
 pub use engine::Engine;
@@ -144,7 +146,7 @@ impl Drop for Storage {
     }
 }
 
-fn decode<T: DeserializeOwned>(column: Column, bytes: &[u8]) -> Result<T, StorageError> {
+pub(super) fn decode<T: DeserializeOwned>(column: Column, bytes: &[u8]) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(format!("{}: {e}", column.name())))
 }
 

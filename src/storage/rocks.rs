@@ -100,6 +100,24 @@ impl Engine for RocksEngine {
         Box::new(iter)
     }
 
+    fn scan_from<'a>(
+        &'a self,
+        column: Column,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StorageError>> + 'a> {
+        let mut options = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            options.set_iterate_upper_bound(upper);
+        }
+        let start = start.to_vec();
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(column), options, IteratorMode::From(&start, Direction::Forward))
+            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(engine_error));
+        Box::new(iter)
+    }
+
     fn scan_prefix_rev<'a>(
         &'a self,
         column: Column,

@@ -184,6 +184,49 @@ impl Storage {
         Ok(events)
     }
 
+    /// Up to `limit` of the room's latest events with positions in `(after, before)`, newest
+    /// first, as `(position, short event)`.
+    pub fn timeline_rev(
+        &self,
+        short_room: u64,
+        after: u64,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, StorageError> {
+        let upper = key::timeline(short_room, before);
+        let mut events = Vec::new();
+        for entry in self.engine.scan_prefix_rev(Column::Timeline, &key::room_prefix(short_room), Some(&upper)) {
+            let (k, v) = entry?;
+            let position = key::timeline_position_of(&k)?;
+            if position <= after || events.len() >= limit {
+                break;
+            }
+            events.push((position, decode_u64(&v)?));
+        }
+        Ok(events)
+    }
+
+    /// Up to `limit` of the room's events with positions in `(after, until]`, oldest first.
+    pub fn timeline_fwd(
+        &self,
+        short_room: u64,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, StorageError> {
+        let start = key::timeline(short_room, after.saturating_add(1));
+        let mut events = Vec::new();
+        for entry in self.engine.scan_from(Column::Timeline, &key::room_prefix(short_room), &start) {
+            let (k, v) = entry?;
+            let position = key::timeline_position_of(&k)?;
+            if position > until || events.len() >= limit {
+                break;
+            }
+            events.push((position, decode_u64(&v)?));
+        }
+        Ok(events)
+    }
+
     /// The room's latest event at or before a stream position: `(position, short event)`.
     pub fn timeline_at(&self, short_room: u64, position: u64) -> Result<Option<(u64, u64)>, StorageError> {
         let before = key::timeline(short_room, position.saturating_add(1));

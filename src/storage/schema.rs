@@ -26,7 +26,7 @@ pub enum Column {
     /// Value: the field's JSON value.
     Profiles,
     /// Account data, global and per room. Key: `user_id ++ room_id ++ type`, with an empty
-    /// `room_id` for global data. Value: the content object.
+    /// `room_id` for global data. Value: `AccountDataRecord` (content, position of its change).
     AccountData,
     /// Event IDs to short event IDs. Key: `event_id`. Value: `u64`.
     EventIds,
@@ -63,6 +63,11 @@ pub enum Column {
     /// `user_id ++ device_id ++ scope ++ txn_id`, the scope being the request path without the ID.
     /// Value: the result (JSON).
     TransactionIds,
+    /// Filters uploaded by clients. Key: `user_id ++ filter_id`. Value: the filter as uploaded.
+    Filters,
+    /// Account data changes by stream position, for sync. Key: `user_id ++ position`. Value:
+    /// `AccountDataChange` (room or none, type). An entry goes when a newer change replaces it.
+    AccountDataChanges,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -75,7 +80,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 22] = [
+    pub const ALL: [Column; 24] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -98,6 +103,8 @@ impl Column {
         Column::RoomAliases,
         Column::PublicRooms,
         Column::TransactionIds,
+        Column::Filters,
+        Column::AccountDataChanges,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -125,6 +132,8 @@ impl Column {
             Column::RoomAliases => "room_aliases",
             Column::PublicRooms => "public_rooms",
             Column::TransactionIds => "transaction_ids",
+            Column::Filters => "filters",
+            Column::AccountDataChanges => "account_data_changes",
         }
     }
 
@@ -142,7 +151,8 @@ impl Column {
             | Column::EventState
             | Column::Rooms
             | Column::Aliases
-            | Column::TransactionIds => Access::Point,
+            | Column::TransactionIds
+            | Column::Filters => Access::Point,
             Column::Devices
             | Column::DeviceLastSeen
             | Column::Profiles
@@ -151,7 +161,8 @@ impl Column {
             | Column::UserRooms
             | Column::RoomMembers
             | Column::RoomAliases
-            | Column::PublicRooms => Access::Scan,
+            | Column::PublicRooms
+            | Column::AccountDataChanges => Access::Scan,
         }
     }
 }

@@ -5,11 +5,13 @@ mod account_data;
 mod devices;
 mod directory;
 pub mod discovery;
+mod history;
 mod profile;
 mod register;
 mod room_events;
 mod rooms;
 pub mod session;
+mod sync;
 
 use std::sync::Arc;
 
@@ -44,6 +46,11 @@ pub fn v3_routes() -> Router<Arc<Services>> {
         )
         .route("/user/{user_id}/account_data/{kind}", get(account_data::get).put(account_data::set))
         .merge(room_routes())
+        .route("/sync", get(sync::sync))
+        .route("/user/{user_id}/filter", post(sync::create_filter))
+        .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
+        .route("/rooms/{room_id}/messages", get(history::messages))
+        .route("/rooms/{room_id}/context/{event_id}", get(history::context))
 }
 
 /// Rooms, their events and the directory.

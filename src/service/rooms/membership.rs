@@ -59,6 +59,9 @@ impl Rooms {
         };
         let (target, membership, mut content): (OwnedUserId, &str, Map<String, Value>) = match change {
             MembershipChange::Join { reason, mut extra } => {
+                if current(sender)?.as_deref() == Some("ban") {
+                    return Err(Error::new(ErrorKind::BadState, "You are banned from this room"));
+                }
                 if current(sender)?.as_deref() == Some("join") {
                     // Joining again changes nothing; the current join event is the answer.
                     let pdu = self.state_event(&room.state, "m.room.member", sender.as_str())?.expect("joined");
@@ -87,6 +90,9 @@ impl Rooms {
                 (sender.to_owned(), "knock", with_reason(&mut Map::new(), reason).clone())
             }
             MembershipChange::Invite { target, reason, is_direct } => {
+                if current(&target)?.as_deref() == Some("ban") {
+                    return Err(Error::new(ErrorKind::BadState, "The user is banned from this room"));
+                }
                 let mut extra = Map::new();
                 if is_direct {
                     extra.insert("is_direct".into(), Value::Bool(true));

@@ -10,6 +10,7 @@
 mod aliases;
 mod create;
 mod directory;
+pub mod history;
 mod membership;
 pub mod pdu;
 mod power;
@@ -34,7 +35,7 @@ use serde_json::{Map, Value, value::RawValue};
 pub use state::StateMap;
 use state::StateStore;
 
-use super::{keys::ServerKeys, locks::KeyedLocks, now_ms};
+use super::{keys::ServerKeys, locks::KeyedLocks, notifier::Notifier, now_ms};
 use crate::{
     config::Config,
     error::{Error, Result},
@@ -55,6 +56,7 @@ pub struct Rooms {
     state_key_lock: tokio::sync::Mutex<()>,
     /// Serializes alias changes, so that two cannot claim one alias.
     alias_lock: tokio::sync::Mutex<()>,
+    notifier: Arc<Notifier>,
 }
 
 /// A room as the write path holds it, under its lock.
@@ -106,7 +108,7 @@ pub struct Appended {
 }
 
 impl Rooms {
-    pub fn new(config: Arc<Config>, storage: Arc<Storage>, keys: Arc<ServerKeys>) -> Self {
+    pub fn new(config: Arc<Config>, storage: Arc<Storage>, keys: Arc<ServerKeys>, notifier: Arc<Notifier>) -> Self {
         Self {
             config,
             state: StateStore::new(storage.clone()),
@@ -116,6 +118,7 @@ impl Rooms {
             events: quick_cache::sync::Cache::new(EVENT_CACHE_CAPACITY),
             state_key_lock: tokio::sync::Mutex::new(()),
             alias_lock: tokio::sync::Mutex::new(()),
+            notifier,
         }
     }
 
@@ -509,10 +512,13 @@ impl Rooms {
         )))
     }
 
-    /// Commits staged events (in one write) and updates the caches.
+    /// Commits staged events (in one write), updates the caches and wakes the members' syncs.
     async fn commit(&self, batch: Batch, staged: Vec<Staged>) -> Result<Vec<Appended>> {
         let positions = self.storage.commit(batch).await?;
         assert_eq!(positions.len(), staged.len(), "one position per staged event");
+        if let Some(first) = staged.first() {
+            self.notify_members(&first.pdu.room_id, staged.iter().filter_map(|s| s.pdu.state_key.as_deref()));
+        }
         Ok(staged
             .into_iter()
             .zip(positions)
@@ -541,6 +547,20 @@ impl Rooms {
         batch.put_state_key(short, kind, state_key);
         self.storage.commit(batch).await?;
         Ok(short)
+    }
+
+    /// Wakes the syncs of everyone in the room (joined, invited, knocking) and of the users named
+    /// by state keys (a member event's target, who may just have left).
+    pub fn notify_members<'a>(&self, room_id: &RoomId, state_keys: impl Iterator<Item = &'a str>) {
+        let Ok(Some(room)) = self.room(room_id) else { return };
+        let members = self.storage.members(room.short_id).unwrap_or_default();
+        let mut users: Vec<ruma::OwnedUserId> = members
+            .into_iter()
+            .filter(|(_, membership)| matches!(membership.as_str(), "join" | "invite" | "knock"))
+            .map(|(user, _)| user)
+            .collect();
+        users.extend(state_keys.filter_map(|key| UserId::parse(key).ok()));
+        self.notifier.notify_all(users.iter().map(|u| &**u));
     }
 
     /// Drops a cached event (after it was rewritten, e.g. redacted).

@@ -54,6 +54,18 @@ impl Rooms {
         Ok(Value::Object(event))
     }
 
+    /// A timeline event in the client format, with the viewer's membership at that event in
+    /// `unsigned.membership` (MSC4115), as clients use to tell what they could see.
+    pub fn timeline_event(&self, stored: &StoredEvent, viewer: Viewer<'_>) -> Result<Value> {
+        let mut event = self.client_event(stored, Some(viewer))?;
+        if let Some(short) = self.storage.short_event_id(&stored.event_id)? {
+            let (_, after) = self.event_states(short)?;
+            let membership = self.membership_in(&after, viewer.user)?.unwrap_or_else(|| "leave".to_owned());
+            event["unsigned"]["membership"] = json!(membership);
+        }
+        Ok(event)
+    }
+
     /// An event the user may see, in the client format; `M_NOT_FOUND` otherwise (not revealing
     /// whether it exists).
     pub fn visible_event(&self, viewer: Viewer<'_>, room_id: &RoomId, event_id: &EventId) -> Result<Value> {

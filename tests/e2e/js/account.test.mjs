@@ -1,56 +1,17 @@
 // Accounts, devices, profiles and account data through matrix-js-sdk against a real Myelin.
 // No startClient(): that needs /sync. The SDK's request methods are used directly.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { createClient, MatrixError } from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { fresh, matrixError, mxid, PASSWORD, useMyelin } from "./helpers.mjs";
 
-import { SERVER_NAME, startMyelin } from "./server.mjs";
-
-logger.setLevel(process.env.E2E_SDK_LOG ?? "warn"); // "debug" shows every request
-const PASSWORD = "correct horse battery staple";
-let server;
-before(async () => (server = await startMyelin()));
-after(async () => server?.stop());
-
-const fresh = () => `js-${randomUUID().slice(0, 10)}`;
-const mxid = (localpart) => `@${localpart}:${SERVER_NAME}`;
-const anonymous = () => createClient({ baseUrl: server.url });
-const as = ({ access_token, user_id, device_id }) =>
-    createClient({ baseUrl: server.url, accessToken: access_token, userId: user_id, deviceId: device_id });
+const { anonymous, as, register } = useMyelin();
 const passwordAuth = (user, password, session) => ({
     type: "m.login.password",
     identifier: { type: "m.id.user", user },
     password,
     session,
 });
-
-/** Resolves to the MatrixError the promise rejects with; fails if it does not reject with one. */
-async function matrixError(promise, httpStatus, errcode) {
-    const err = await promise.then(
-        (ok) => assert.fail(`expected HTTP ${httpStatus}, got ${JSON.stringify(ok)}`),
-        (e) => e,
-    );
-    assert.ok(err instanceof MatrixError, `not a MatrixError: ${err}`);
-    assert.equal(err.httpStatus, httpStatus);
-    assert.equal(err.errcode, errcode);
-    return err;
-}
-
-/** Registers through the full UIA dance: 401 with a session and the flows, then m.login.dummy. */
-async function register(username, extra = {}) {
-    const body = { username, password: PASSWORD, ...extra };
-    const challenge = await matrixError(anonymous().registerRequest(body), 401, undefined);
-    assert.deepEqual(challenge.data.flows, [{ stages: ["m.login.dummy"] }]);
-    assert.equal(typeof challenge.data.session, "string");
-    const auth = { type: "m.login.dummy", session: challenge.data.session };
-    const registered = await anonymous().registerRequest({ ...body, auth });
-    assert.equal(registered.user_id, mxid(username));
-    assert.ok(registered.device_id && registered.access_token);
-    return registered;
-}
 
 async function login(username, deviceName, password = PASSWORD) {
     return anonymous().loginRequest({

@@ -81,7 +81,12 @@ async def new_client(server_url):
         await client.close()
 
 
+def fresh() -> str:
+    """A fresh localpart (or alias localpart), so tests never share accounts or aliases."""
+    return f"nio-{uuid.uuid4().hex[:10]}"
+
+
 @pytest.fixture
 def username():
     """A fresh localpart per test, so tests never share accounts."""
-    return f"nio-{uuid.uuid4().hex[:10]}"
+    return fresh()

@@ -1,0 +1,396 @@
+//! `/sync`: what changed for a user since a token, or everything for a first sync.
+//!
+//! A sync first subscribes to the user's wake-ups, then reads the stream position it will answer
+//! up to (`next_batch`), then builds the answer from storage for that position. If the answer is
+//! empty and the client is willing to wait, it waits for a wake-up and builds again. Anything that
+//! lands after the subscription wakes it, so nothing is missed and nothing polls.
+
+pub mod token;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use ruma::{OwnedUserId, RoomId, UserId};
+use serde_json::{Map, Value, json};
+pub use token::SyncToken;
+
+use super::{
+    Services,
+    accounts::Session,
+    filters::{Filter, RoomEventFilter},
+    rooms::{StateMap, read::Viewer},
+};
+use crate::{
+    error::Result,
+    storage::{MembershipRecord, RoomRecord},
+};
+
+/// Timeline events per room when the filter gives no limit (Synapse's default too).
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+const MAX_TIMELINE_LIMIT: usize = 1000;
+/// Longest wait a client may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// State events shown for a room one is invited to (or has knocked on), as Synapse's default.
+const STRIPPED_STATE: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.avatar",
+    "m.room.name",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+#[derive(Clone, Debug, Default)]
+pub struct SyncRequest {
+    pub since: Option<SyncToken>,
+    pub filter: Filter,
+    pub full_state: bool,
+    pub timeout: Duration,
+}
+
+/// Answers a sync, waiting up to the request's timeout for something to answer with.
+pub async fn sync(
+    services: &Services,
+    session: &Session,
+    request: &SyncRequest,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+    let mut wake = services.notifier.subscribe(&session.user_id);
+    loop {
+        wake.borrow_and_update();
+        let (response, has_updates) = build(services, session, request)?;
+        let may_wait = request.since.is_some() && !request.full_state && !*shutdown.borrow();
+        if has_updates || !may_wait || tokio::time::Instant::now() >= deadline {
+            return Ok(response);
+        }
+        tokio::select! {
+            changed = wake.changed() => if changed.is_err() { return Ok(response) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(response),
+            _ = shutdown.changed() => return Ok(response),
+        }
+    }
+}
+
+/// Builds the answer for the stream as it is now; says whether it carries anything.
+pub fn build(services: &Services, session: &Session, request: &SyncRequest) -> Result<(Value, bool)> {
+    let now = SyncToken { position: services.storage.stream_position(), serial: 0 };
+    let builder = Builder { services, session, request, now, since: request.since.map_or(0, |s| s.position) };
+    builder.build()
+}
+
+struct Builder<'a> {
+    services: &'a Services,
+    session: &'a Session,
+    request: &'a SyncRequest,
+    now: SyncToken,
+    /// Position of `since`, 0 for an initial sync.
+    since: u64,
+}
+
+impl Builder<'_> {
+    fn user(&self) -> &UserId {
+        &self.session.user_id
+    }
+
+    fn initial(&self) -> bool {
+        self.request.since.is_none()
+    }
+
+    fn build(&self) -> Result<(Value, bool)> {
+        let filter = &self.request.filter;
+        let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
+        for (room_id, record) in self.services.storage.memberships(self.user())? {
+            // Changes after the position we answer for come in the next sync.
+            if record.forgotten || record.position > self.now.position || !filter.room.allows_room(&room_id) {
+                continue;
+            }
+            let changed = self.initial() || record.position > self.since;
+            match record.membership.as_str() {
+                "join" => {
+                    if let Some(room) = self.joined_or_left(&room_id, &record, self.now.position)? {
+                        join.insert(room_id.to_string(), room);
+                    }
+                }
+                "invite" if changed => {
+                    invite.insert(
+                        room_id.to_string(),
+                        json!({ "invite_state": { "events": self.stripped_state(&room_id, &record)? } }),
+                    );
+                }
+                "knock" if changed => {
+                    knock.insert(
+                        room_id.to_string(),
+                        json!({ "knock_state": { "events": self.stripped_state(&room_id, &record)? } }),
+                    );
+                }
+                "leave" | "ban" if (self.initial() && filter.room.include_leave) || (!self.initial() && changed) => {
+                    if let Some(room) = self.joined_or_left(&room_id, &record, record.position)? {
+                        leave.insert(room_id.to_string(), room);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let account_data = self.global_account_data()?;
+        let has_updates =
+            !(join.is_empty() && invite.is_empty() && leave.is_empty() && knock.is_empty() && account_data.is_empty());
+        let response = json!({
+            "next_batch": self.now.to_string(),
+            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
+            "account_data": { "events": account_data },
+            "presence": { "events": [] },
+            "to_device": { "events": [] },
+            "device_lists": { "changed": [], "left": [] },
+            "device_one_time_keys_count": {},
+        });
+        Ok((response, has_updates))
+    }
+
+    /// A joined room (up to now) or a left one (up to the departure): timeline, state, account
+    /// data, summary. `None` when nothing changed.
+    fn joined_or_left(&self, room_id: &RoomId, membership: &MembershipRecord, until: u64) -> Result<Option<Value>> {
+        let rooms = &self.services.rooms;
+        let Some(room) = rooms.room(room_id)? else { return Ok(None) };
+        // A room joined (or left) since the last sync is new to the client: it gets it whole.
+        let whole = self.initial() || self.request.full_state || membership.position > self.since;
+        let filter = &self.request.filter.room;
+        let timeline = self.timeline(
+            room_id,
+            &room,
+            if whole && self.initial() { 0 } else { self.since },
+            until,
+            &filter.timeline,
+        )?;
+        let timeline_start = timeline.first_position;
+
+        // State: all of it at the timeline's start for a room new to the client; otherwise what
+        // changed between `since` and the timeline's start (nothing unless the timeline is
+        // limited).
+        let at_start = match timeline_start {
+            Some(position) => rooms.state_at_position(room_id, position - 1)?,
+            None => rooms.state_at_position(room_id, until)?,
+        };
+        let state = if whole {
+            self.state_events(&at_start, None, &filter.state, &timeline.senders)?
+        } else {
+            let at_since = rooms.state_at_position(room_id, self.since)?;
+            self.state_events(&at_start, Some(&at_since), &filter.state, &timeline.senders)?
+        };
+
+        let account_data = self.room_account_data(room_id, whole, &filter.account_data)?;
+        let membership_changed =
+            whole || timeline.has_member_events || state.iter().any(|e| e["type"] == "m.room.member");
+        if !whole && timeline.events.is_empty() && state.is_empty() && account_data.is_empty() {
+            return Ok(None);
+        }
+        let mut body = json!({
+            "timeline": { "events": timeline.events, "limited": timeline.limited, "prev_batch": timeline.prev_batch },
+            "state": { "events": state },
+            "account_data": { "events": account_data },
+            "ephemeral": { "events": [] },
+            "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
+        });
+        if membership_changed {
+            body["summary"] = self.summary(&room)?;
+        }
+        Ok(Some(body))
+    }
+
+    /// The room's events in `(after, until]` that the user may see and the filter lets through,
+    /// the latest `limit` of them.
+    fn timeline(
+        &self,
+        room_id: &RoomId,
+        room: &RoomRecord,
+        after: u64,
+        until: u64,
+        filter: &RoomEventFilter,
+    ) -> Result<Timeline> {
+        let rooms = &self.services.rooms;
+        let storage = &self.services.storage;
+        let limit = filter.limit_or(DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT);
+        let viewer = Viewer { user: self.user(), device: Some(&self.session.device_id) };
+        let mut picked = Vec::new();
+        let mut before = until.saturating_add(1);
+        let mut limited = false;
+        'scan: loop {
+            let chunk = storage.timeline_rev(room.short_id, after, before, 64)?;
+            let Some(&(oldest, _)) = chunk.last() else { break };
+            for (position, short) in chunk {
+                let Some(stored) = storage.event(short)? else { continue };
+                let Some(pdu) = rooms.event(short)? else { continue };
+                let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+                if !filter.allows(&pdu.kind.to_string(), &pdu.sender, room_id, &content)
+                    || !rooms.can_see(self.user(), room_id, short, &pdu, position)?
+                {
+                    continue;
+                }
+                if picked.len() == limit {
+                    limited = true;
+                    break 'scan;
+                }
+                picked.push((position, stored, pdu));
+            }
+            before = oldest;
+        }
+        picked.reverse();
+        let first_position = picked.first().map(|(position, ..)| *position);
+        let mut senders = BTreeSet::new();
+        let mut has_member_events = false;
+        let mut events = Vec::with_capacity(picked.len());
+        for (_, stored, pdu) in &picked {
+            senders.insert(pdu.sender.clone());
+            has_member_events |= pdu.kind.to_string() == "m.room.member";
+            events.push(without_room_id(rooms.timeline_event(stored, viewer)?));
+        }
+        let prev_batch = SyncToken { position: first_position.map_or(until, |p| p - 1), serial: self.now.serial };
+        Ok(Timeline { events, limited, prev_batch: prev_batch.to_string(), first_position, senders, has_member_events })
+    }
+
+    /// State events of `state` (only those that differ from `since` when given), filtered; with
+    /// lazy-loading, members only for the timeline's senders and the user.
+    fn state_events(
+        &self,
+        state: &StateMap,
+        since: Option<&StateMap>,
+        filter: &RoomEventFilter,
+        timeline_senders: &BTreeSet<OwnedUserId>,
+    ) -> Result<Vec<Value>> {
+        let rooms = &self.services.rooms;
+        let mut events = Vec::new();
+        for (short_key, short_event) in state {
+            if since.is_some_and(|old| old.get(short_key) == Some(short_event)) {
+                continue;
+            }
+            let Some(stored) = self.services.storage.event(*short_event)? else { continue };
+            let Some(pdu) = rooms.event(*short_event)? else { continue };
+            let kind = pdu.kind.to_string();
+            if kind == "m.room.member" && filter.lazy_load_members {
+                let member = pdu.state_key.as_deref().unwrap_or_default();
+                let wanted = member == self.user().as_str() || timeline_senders.iter().any(|s| s.as_str() == member);
+                if !wanted {
+                    continue;
+                }
+            }
+            let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+            if filter.allows(&kind, &pdu.sender, &stored.room_id, &content) {
+                events.push(without_room_id(rooms.client_event(&stored, None)?));
+            }
+        }
+        Ok(events)
+    }
+
+    /// `m.heroes` and member counts, for clients to name rooms without names.
+    fn summary(&self, room: &RoomRecord) -> Result<Value> {
+        let members = self.services.storage.members(room.short_id)?;
+        let count = |m: &str| members.iter().filter(|(_, membership)| membership == m).count();
+        let mut heroes: Vec<&OwnedUserId> = members
+            .iter()
+            .filter(|(user, membership)| user != self.user() && matches!(membership.as_str(), "join" | "invite"))
+            .map(|(user, _)| user)
+            .collect();
+        heroes.sort();
+        heroes.truncate(5);
+        Ok(json!({
+            "m.heroes": heroes,
+            "m.joined_member_count": count("join"),
+            "m.invited_member_count": count("invite"),
+        }))
+    }
+
+    /// A few state events of a room one is invited to or knocks on, and one's own member event.
+    fn stripped_state(&self, room_id: &RoomId, membership: &MembershipRecord) -> Result<Vec<Value>> {
+        let rooms = &self.services.rooms;
+        let room = rooms.room_exists(room_id)?;
+        let state = rooms.current_state(&room)?;
+        let mut events = Vec::new();
+        for kind in STRIPPED_STATE {
+            if let Some(pdu) = rooms.state_event(&state, kind, "")? {
+                events.push(stripped(&pdu));
+            }
+        }
+        if let Some((_, pdu)) = rooms.event_by_id(&membership.event_id)? {
+            events.push(stripped(&pdu));
+        }
+        Ok(events)
+    }
+
+    fn global_account_data(&self) -> Result<Vec<Value>> {
+        let filter = &self.request.filter.account_data;
+        let storage = &self.services.storage;
+        let kinds: Vec<(String, Value)> = if self.initial() {
+            storage
+                .all_account_data(self.user(), None)?
+                .into_iter()
+                .map(|(kind, record)| (kind, record.content))
+                .collect()
+        } else {
+            let mut kinds = Vec::new();
+            for change in storage.account_data_changes(self.user(), self.since, self.now.position)? {
+                if change.room.is_none()
+                    && !kinds.iter().any(|(k, _): &(String, Value)| *k == change.kind)
+                    && let Some(record) = storage.account_data(self.user(), None, &change.kind)?
+                {
+                    kinds.push((change.kind, record.content));
+                }
+            }
+            kinds
+        };
+        Ok(kinds
+            .into_iter()
+            .filter(|(kind, _)| filter.allows(kind, None))
+            .map(|(kind, content)| json!({ "type": kind, "content": content }))
+            .collect())
+    }
+
+    fn room_account_data(&self, room_id: &RoomId, whole: bool, filter: &RoomEventFilter) -> Result<Vec<Value>> {
+        let storage = &self.services.storage;
+        let mut kinds: Vec<(String, Value)> = Vec::new();
+        if whole {
+            for (kind, record) in storage.all_account_data(self.user(), Some(room_id))? {
+                kinds.push((kind, record.content));
+            }
+        } else {
+            for change in storage.account_data_changes(self.user(), self.since, self.now.position)? {
+                if change.room.as_deref() == Some(room_id)
+                    && !kinds.iter().any(|(k, _)| *k == change.kind)
+                    && let Some(record) = storage.account_data(self.user(), Some(room_id), &change.kind)?
+                {
+                    kinds.push((change.kind, record.content));
+                }
+            }
+        }
+        Ok(kinds
+            .into_iter()
+            .filter(|(kind, _)| filter.allows(kind, self.user(), room_id, &Value::Null))
+            .map(|(kind, content)| json!({ "type": kind, "content": content }))
+            .collect())
+    }
+}
+
+struct Timeline {
+    events: Vec<Value>,
+    limited: bool,
+    prev_batch: String,
+    first_position: Option<u64>,
+    senders: BTreeSet<OwnedUserId>,
+    has_member_events: bool,
+}
+
+/// Events inside a room's section do not repeat the room's ID.
+fn without_room_id(mut event: Value) -> Value {
+    if let Some(object) = event.as_object_mut() {
+        object.remove("room_id");
+    }
+    event
+}
+
+fn stripped(pdu: &super::rooms::Pdu) -> Value {
+    json!({
+        "type": pdu.kind.to_string(),
+        "state_key": pdu.state_key,
+        "content": serde_json::from_str::<Value>(pdu.content.get()).unwrap_or_default(),
+        "sender": pdu.sender,
+    })
+}
