@@ -28,6 +28,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!("federation is not implemented yet; `listen.federation` is not bound");
     }
 
+    tokio::spawn(Services::run_presence_sweeps(Arc::downgrade(&services)));
     let app = crate::api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

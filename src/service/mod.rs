@@ -8,12 +8,15 @@ pub mod keys;
 pub mod locks;
 pub mod notifier;
 pub mod password;
+pub mod presence;
 pub mod profiles;
 pub mod rate_limit;
 pub mod rooms;
 pub mod secrets;
 pub mod shared_secret;
 pub mod sync;
+pub mod to_device;
+pub mod typing;
 pub mod uia;
 
 use std::sync::Arc;
@@ -35,6 +38,10 @@ pub struct Services {
     pub filters: filters::Filters,
     /// Turns true at shutdown, so that waiting syncs answer at once.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub serial: Arc<typing::EphemeralSerial>,
+    pub typing: typing::Typing,
+    pub presence: presence::Presence,
+    pub to_device: to_device::ToDevice,
     pub shared_secret: shared_secret::SharedSecretRegistration,
 }
 
@@ -45,6 +52,7 @@ impl Services {
         let storage = Arc::new(storage);
         let keys = Arc::new(keys::ServerKeys::load_or_generate(&storage).await?);
         let notifier = Arc::new(notifier::Notifier::default());
+        let serial = Arc::new(typing::EphemeralSerial::default());
         Ok(Arc::new(Self {
             rooms: rooms::Rooms::new(config.clone(), storage.clone(), keys.clone(), notifier.clone()),
             filters: filters::Filters::new(storage.clone()),
@@ -53,13 +61,49 @@ impl Services {
             uia: uia::Uia::new(config.auth.uia_session_lifetime()),
             profiles: profiles::Profiles::new(config.clone(), storage.clone()),
             account_data: account_data::AccountData::new(storage.clone(), notifier.clone()),
+            to_device: to_device::ToDevice::new(storage.clone(), notifier.clone(), config.server_name.clone()),
             notifier,
             shutdown: tokio::sync::watch::channel(false).0,
+            typing: typing::Typing::new(serial.clone()),
+            presence: presence::Presence::new(serial.clone()),
+            serial,
             rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
             shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
             config,
             storage,
         }))
+    }
+}
+
+impl Services {
+    /// Wakes everyone who shares a room with `user` (after a presence change).
+    pub fn notify_peers(&self, user: &ruma::UserId) {
+        for room in self.rooms.joined_rooms(user).unwrap_or_default() {
+            self.rooms.notify_members(&room, std::iter::empty());
+        }
+    }
+
+    /// The user did something (sent, typed, read): they are present.
+    pub fn mark_active(&self, user: &ruma::UserId) {
+        if self.presence.on_activity(user) {
+            self.notify_peers(user);
+        }
+    }
+
+    /// Applies presence transitions (idle, silence) every few seconds until shutdown. Holds the
+    /// services weakly, so that it never keeps them (and the database) alive.
+    pub async fn run_presence_sweeps(services: std::sync::Weak<Self>) {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            ticks.tick().await;
+            let Some(services) = services.upgrade() else { return };
+            if *services.shutdown.borrow() {
+                return;
+            }
+            for user in services.presence.sweep() {
+                services.notify_peers(&user);
+            }
+        }
     }
 }
 

@@ -129,6 +129,40 @@ pub fn position_of_user_position(key: &[u8]) -> Result<u64, StorageError> {
     Ok(position)
 }
 
+/// `Receipts`: a user's receipt of one type (and thread) in a room.
+pub fn receipt(short_room: u64, user_id: &UserId, kind: &str, thread: &str) -> Vec<u8> {
+    KeyBuilder::new().u64(short_room).str(user_id.as_str()).str(kind).str(thread).build()
+}
+
+/// Reads the user, type and thread of a `receipt` key.
+pub fn receipt_parts(key: &[u8]) -> Result<(&str, &str, &str), StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.u64()?;
+    let parts = (reader.str()?, reader.str()?, reader.str()?);
+    reader.finish()?;
+    Ok(parts)
+}
+
+/// `ToDevice`: one message for a device, at its stream position.
+pub fn to_device(user_id: &UserId, device_id: &DeviceId, position: u64) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).u64(position).build()
+}
+
+/// `ToDevice`: every message for a device (as a prefix).
+pub fn to_device_prefix(user_id: &UserId, device_id: &DeviceId) -> Vec<u8> {
+    user_device(user_id, device_id)
+}
+
+/// Reads the position of a `to_device` key.
+pub fn position_of_to_device(key: &[u8]) -> Result<u64, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    reader.str()?;
+    let position = reader.u64()?;
+    reader.finish()?;
+    Ok(position)
+}
+
 /// `Filters`: one filter of a user.
 pub fn filter(user_id: &UserId, id: &str) -> Vec<u8> {
     KeyBuilder::new().str(user_id.as_str()).str(id).build()

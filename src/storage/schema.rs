@@ -68,6 +68,15 @@ pub enum Column {
     /// Account data changes by stream position, for sync. Key: `user_id ++ position`. Value:
     /// `AccountDataChange` (room or none, type). An entry goes when a newer change replaces it.
     AccountDataChanges,
+    /// Read receipts. Key: short room ID (`u64`) `++ user_id ++ receipt type ++ thread`. Value:
+    /// `ReceiptRecord` (event, timestamp, stream position).
+    Receipts,
+    /// Receipt changes by stream position, for sync. Key: short room ID `++` position. Value:
+    /// `ReceiptChange` (user, type, thread). An entry goes when a newer receipt replaces it.
+    ReceiptChanges,
+    /// Send-to-device messages waiting for their device. Key: `user_id ++ device_id ++ position`.
+    /// Value: `ToDeviceMessage`. Deleted once the device syncs past them.
+    ToDevice,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -80,7 +89,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 24] = [
+    pub const ALL: [Column; 27] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -105,6 +114,9 @@ impl Column {
         Column::TransactionIds,
         Column::Filters,
         Column::AccountDataChanges,
+        Column::Receipts,
+        Column::ReceiptChanges,
+        Column::ToDevice,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -134,6 +146,9 @@ impl Column {
             Column::TransactionIds => "transaction_ids",
             Column::Filters => "filters",
             Column::AccountDataChanges => "account_data_changes",
+            Column::Receipts => "receipts",
+            Column::ReceiptChanges => "receipt_changes",
+            Column::ToDevice => "to_device",
         }
     }
 
@@ -162,7 +177,10 @@ impl Column {
             | Column::RoomMembers
             | Column::RoomAliases
             | Column::PublicRooms
-            | Column::AccountDataChanges => Access::Scan,
+            | Column::AccountDataChanges
+            | Column::Receipts
+            | Column::ReceiptChanges
+            | Column::ToDevice => Access::Scan,
         }
     }
 }

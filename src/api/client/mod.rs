@@ -5,6 +5,7 @@ mod account_data;
 mod devices;
 mod directory;
 pub mod discovery;
+mod ephemeral;
 mod history;
 mod profile;
 mod register;
@@ -12,6 +13,7 @@ mod room_events;
 mod rooms;
 pub mod session;
 mod sync;
+mod to_device;
 
 use std::sync::Arc;
 
@@ -51,6 +53,20 @@ pub fn v3_routes() -> Router<Arc<Services>> {
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route("/rooms/{room_id}/messages", get(history::messages))
         .route("/rooms/{room_id}/context/{event_id}", get(history::context))
+        .route("/rooms/{room_id}/typing/{user_id}", put(ephemeral::typing))
+        .route("/rooms/{room_id}/receipt/{receipt_type}/{event_id}", post(ephemeral::receipt))
+        .route("/rooms/{room_id}/read_markers", post(ephemeral::read_markers))
+        .route("/presence/{user_id}/status", get(ephemeral::get_presence).put(ephemeral::set_presence))
+        .route("/sendToDevice/{event_type}/{txn_id}", put(to_device::send))
+        .route(
+            "/user/{user_id}/rooms/{room_id}/account_data/{kind}",
+            get(account_data::get_in_room).put(account_data::set_in_room),
+        )
+        .route("/user/{user_id}/rooms/{room_id}/tags", get(account_data::tags))
+        .route(
+            "/user/{user_id}/rooms/{room_id}/tags/{tag}",
+            put(account_data::put_tag).delete(account_data::delete_tag),
+        )
 }
 
 /// Rooms, their events and the directory.

@@ -53,6 +53,7 @@ async fn send_message(
 ) -> Result<Json<Value>> {
     let draft = EventDraft::new(TimelineEventType::from(kind), canonical_content(content)?);
     let appended = services.rooms.send(room_id, &session.user_id, draft, txn).await?;
+    services.mark_active(&session.user_id);
     Ok(Json(json!({ "event_id": appended.pdu.event_id })))
 }
 

@@ -11,7 +11,7 @@ use crate::{
     api::extract::{self, GuestAuth, Path, Query},
     error::{Error, Result},
     service::{
-        Services,
+        Services, presence,
         sync::{self, SyncRequest, SyncToken},
     },
 };
@@ -31,12 +31,14 @@ pub async fn sync(
     GuestAuth(session): GuestAuth,
     Query(query): Query<SyncQuery>,
 ) -> Result<Json<Value>> {
-    if let Some(presence) = &query.set_presence
-        && !matches!(presence.as_str(), "online" | "offline" | "unavailable")
-    {
-        return Err(Error::invalid_param(format!("Unknown presence {presence}")));
-    }
+    let set_presence = match query.set_presence.as_deref() {
+        None => None,
+        Some(text) => {
+            Some(presence::State::parse(text).ok_or_else(|| Error::invalid_param(format!("Unknown presence {text}")))?)
+        }
+    };
     let request = SyncRequest {
+        set_presence,
         since: query.since.as_deref().map(SyncToken::parse).transpose()?,
         filter: services.filters.resolve(&session.user_id, query.filter.as_deref())?,
         full_state: query.full_state,

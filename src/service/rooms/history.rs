@@ -82,10 +82,10 @@ impl Rooms {
             if query.filter.lazy_load_members { self.members_of(room_id, &senders, until)? } else { Vec::new() };
         let mut body = json!({
             "chunk": page.events.into_iter().map(|(_, event, _)| event).collect::<Vec<_>>(),
-            "start": SyncToken { position: start, serial: 0 }.to_string(),
+            "start": SyncToken::new(start, 0).to_string(),
         });
         if let Some(end) = end.filter(|_| page.more) {
-            body["end"] = json!(SyncToken { position: end, serial: 0 }.to_string());
+            body["end"] = json!(SyncToken::new(end, 0).to_string());
         }
         if !state.is_empty() {
             body["state"] = Value::Array(state);
@@ -190,8 +190,8 @@ impl Rooms {
             "event": event,
             "events_before": before.events.into_iter().map(|(_, e, _)| e).collect::<Vec<_>>(),
             "events_after": after.events.into_iter().map(|(_, e, _)| e).collect::<Vec<_>>(),
-            "start": SyncToken { position: start, serial: 0 }.to_string(),
-            "end": SyncToken { position: end, serial: 0 }.to_string(),
+            "start": SyncToken::new(start, 0).to_string(),
+            "end": SyncToken::new(end, 0).to_string(),
             "state": state,
         }))
     }

@@ -15,6 +15,7 @@ mod membership;
 pub mod pdu;
 mod power;
 pub mod read;
+mod receipts;
 mod redaction;
 mod state;
 mod upgrade;

@@ -17,6 +17,7 @@ use super::{
     Services,
     accounts::Session,
     filters::{Filter, RoomEventFilter},
+    presence,
     rooms::{StateMap, read::Viewer},
 };
 use crate::{
@@ -46,6 +47,8 @@ pub struct SyncRequest {
     pub filter: Filter,
     pub full_state: bool,
     pub timeout: Duration,
+    /// `None`: online, as by default.
+    pub set_presence: Option<presence::State>,
 }
 
 /// Answers a sync, waiting up to the request's timeout for something to answer with.
@@ -57,9 +60,12 @@ pub async fn sync(
 ) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut wake = services.notifier.subscribe(&session.user_id);
+    if services.presence.on_sync(&session.user_id, request.set_presence) {
+        services.notify_peers(&session.user_id);
+    }
     loop {
         wake.borrow_and_update();
-        let (response, has_updates) = build(services, session, request)?;
+        let (response, has_updates) = build(services, session, request).await?;
         let may_wait = request.since.is_some() && !request.full_state && !*shutdown.borrow();
         if has_updates || !may_wait || tokio::time::Instant::now() >= deadline {
             return Ok(response);
@@ -73,10 +79,22 @@ pub async fn sync(
 }
 
 /// Builds the answer for the stream as it is now; says whether it carries anything.
-pub fn build(services: &Services, session: &Session, request: &SyncRequest) -> Result<(Value, bool)> {
-    let now = SyncToken { position: services.storage.stream_position(), serial: 0 };
+pub async fn build(services: &Services, session: &Session, request: &SyncRequest) -> Result<(Value, bool)> {
+    let mut now = SyncToken::new(services.storage.stream_position(), services.serial.current());
     let builder = Builder { services, session, request, now, since: request.since.map_or(0, |s| s.position) };
-    builder.build()
+    let (mut response, mut has_updates) = builder.build()?;
+
+    // Send-to-device messages: those of the previous sync are acknowledged now and deleted.
+    let acknowledged = request.since.map_or(0, |s| s.to_device_position());
+    let (to_device, cut) =
+        services.to_device.take(&session.user_id, &session.device_id, acknowledged, now.position).await?;
+    if cut.is_some() {
+        now.to_device = cut;
+        response["next_batch"] = json!(now.to_string());
+    }
+    has_updates |= !to_device.is_empty();
+    response["to_device"] = json!({ "events": to_device });
+    Ok((response, has_updates))
 }
 
 struct Builder<'a> {
@@ -133,13 +151,18 @@ impl Builder<'_> {
             }
         }
         let account_data = self.global_account_data()?;
-        let has_updates =
-            !(join.is_empty() && invite.is_empty() && leave.is_empty() && knock.is_empty() && account_data.is_empty());
+        let presence = self.presence()?;
+        let has_updates = !(join.is_empty()
+            && invite.is_empty()
+            && leave.is_empty()
+            && knock.is_empty()
+            && account_data.is_empty()
+            && presence.is_empty());
         let response = json!({
             "next_batch": self.now.to_string(),
             "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
             "account_data": { "events": account_data },
-            "presence": { "events": [] },
+            "presence": { "events": presence },
             "to_device": { "events": [] },
             "device_lists": { "changed": [], "left": [] },
             "device_one_time_keys_count": {},
@@ -179,17 +202,20 @@ impl Builder<'_> {
         };
 
         let account_data = self.room_account_data(room_id, whole, &filter.account_data)?;
+        let ephemeral =
+            if membership.membership == "join" { self.ephemeral(room_id, &room, whole)? } else { Vec::new() };
         let membership_changed =
             whole || timeline.has_member_events || state.iter().any(|e| e["type"] == "m.room.member");
-        if !whole && timeline.events.is_empty() && state.is_empty() && account_data.is_empty() {
+        if !whole && timeline.events.is_empty() && state.is_empty() && account_data.is_empty() && ephemeral.is_empty() {
             return Ok(None);
         }
+        let (notifications, highlights) = rooms.unread_counts(room_id, room.short_id, self.user(), until)?;
         let mut body = json!({
             "timeline": { "events": timeline.events, "limited": timeline.limited, "prev_batch": timeline.prev_batch },
             "state": { "events": state },
             "account_data": { "events": account_data },
-            "ephemeral": { "events": [] },
-            "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
+            "ephemeral": { "events": ephemeral },
+            "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
         });
         if membership_changed {
             body["summary"] = self.summary(&room)?;
@@ -244,7 +270,7 @@ impl Builder<'_> {
             has_member_events |= pdu.kind.to_string() == "m.room.member";
             events.push(without_room_id(rooms.timeline_event(stored, viewer)?));
         }
-        let prev_batch = SyncToken { position: first_position.map_or(until, |p| p - 1), serial: self.now.serial };
+        let prev_batch = SyncToken::new(first_position.map_or(until, |p| p - 1), self.now.serial);
         Ok(Timeline { events, limited, prev_batch: prev_batch.to_string(), first_position, senders, has_member_events })
     }
 
@@ -276,6 +302,48 @@ impl Builder<'_> {
             let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
             if filter.allows(&kind, &pdu.sender, &stored.room_id, &content) {
                 events.push(without_room_id(rooms.client_event(&stored, None)?));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Typing and receipts in a joined room: all of them for a room new to the client, what
+    /// changed otherwise.
+    fn ephemeral(&self, room_id: &RoomId, room: &RoomRecord, whole: bool) -> Result<Vec<Value>> {
+        let filter = &self.request.filter.room.ephemeral;
+        let since_serial = if whole { 0 } else { self.request.since.map_or(0, |s| s.serial) };
+        let mut events = Vec::new();
+        let (typing, changed) = self.services.typing.in_room(room_id);
+        let typing_news = changed > since_serial && (!whole || !typing.is_empty());
+        if typing_news && filter.allows("m.typing", self.user(), room_id, &Value::Null) {
+            events.push(json!({ "type": "m.typing", "content": { "user_ids": typing } }));
+        }
+        let since = (!whole).then_some(self.since);
+        if filter.allows("m.receipt", self.user(), room_id, &Value::Null)
+            && let Some(receipts) =
+                self.services.rooms.receipts_for(room.short_id, self.user(), since, self.now.position)?
+        {
+            events.push(receipts);
+        }
+        Ok(events)
+    }
+
+    /// Presence of users who share a room with the syncing user (and theirs), changed since the
+    /// token's serial.
+    fn presence(&self) -> Result<Vec<Value>> {
+        let filter = &self.request.filter.presence;
+        let since = self.request.since.map_or(0, |s| s.serial);
+        let changed = self.services.presence.changed_since(since);
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mine: BTreeSet<_> = self.services.rooms.joined_rooms(self.user())?.into_iter().collect();
+        let mut events = Vec::new();
+        for (user, content) in changed {
+            let shares =
+                user == self.user() || self.services.rooms.joined_rooms(&user)?.iter().any(|room| mine.contains(room));
+            if shares && filter.allows("m.presence", Some(&user)) {
+                events.push(json!({ "type": "m.presence", "sender": user, "content": content }));
             }
         }
         Ok(events)

@@ -1,0 +1,159 @@
+//! Typing, receipts, read markers and presence.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Json, extract::State};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    api::extract::{self, Auth, OptionalJson, Path},
+    error::{Error, Result},
+    service::{Services, presence},
+};
+
+#[derive(Deserialize)]
+pub struct TypingRequest {
+    typing: bool,
+    timeout: Option<u64>,
+}
+
+pub async fn typing(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path((room_id, user_id)): Path<(OwnedRoomId, OwnedUserId)>,
+    extract::Json(request): extract::Json<TypingRequest>,
+) -> Result<Json<Value>> {
+    if user_id != session.user_id {
+        return Err(Error::forbidden("You can only set your own typing"));
+    }
+    let room = services.rooms.room(&room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+    if services.rooms.membership_in(&*services.rooms.current_state(&room)?, &user_id)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let timeout = Duration::from_millis(request.timeout.unwrap_or(30_000));
+    let until = services.typing.set(&room_id, &user_id, request.typing, timeout);
+    services.rooms.notify_members(&room_id, std::iter::empty());
+    if request.typing {
+        services.mark_active(&user_id);
+    }
+    if let Some(until) = until {
+        // When the typing runs out, the room hears it stopped.
+        let services = Arc::downgrade(&services);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until.into()).await;
+            if let Some(services) = services.upgrade()
+                && services.typing.expire(&room_id)
+            {
+                services.rooms.notify_members(&room_id, std::iter::empty());
+            }
+        });
+    }
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReceiptRequest {
+    thread_id: Option<String>,
+}
+
+pub async fn receipt(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path((room_id, kind, event_id)): Path<(OwnedRoomId, String, OwnedEventId)>,
+    OptionalJson(request): OptionalJson<ReceiptRequest>,
+) -> Result<Json<Value>> {
+    if kind == "m.fully_read" {
+        // A read marker, which lives in account data.
+        if request.thread_id.is_some() {
+            return Err(Error::bad_json("A read marker has no thread"));
+        }
+        set_fully_read(&services, &session.user_id, &room_id, &event_id).await?;
+    } else {
+        services.rooms.set_receipt(&room_id, &session.user_id, &kind, &event_id, request.thread_id.as_deref()).await?;
+    }
+    services.mark_active(&session.user_id);
+    Ok(Json(json!({})))
+}
+
+async fn set_fully_read(
+    services: &Services,
+    user: &ruma::UserId,
+    room_id: &ruma::RoomId,
+    event_id: &ruma::EventId,
+) -> Result<()> {
+    services
+        .rooms
+        .event_by_id(event_id)?
+        .filter(|(_, pdu)| pdu.room_id == room_id)
+        .ok_or_else(|| Error::not_found("Unknown event"))?;
+    services.account_data.put(user, Some(room_id), "m.fully_read", json!({ "event_id": event_id })).await
+}
+
+#[derive(Deserialize)]
+pub struct ReadMarkers {
+    #[serde(rename = "m.fully_read")]
+    fully_read: Option<OwnedEventId>,
+    #[serde(rename = "m.read")]
+    read: Option<OwnedEventId>,
+    #[serde(rename = "m.read.private")]
+    read_private: Option<OwnedEventId>,
+}
+
+pub async fn read_markers(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<OwnedRoomId>,
+    extract::Json(markers): extract::Json<ReadMarkers>,
+) -> Result<Json<Value>> {
+    if let Some(event_id) = &markers.fully_read {
+        set_fully_read(&services, &session.user_id, &room_id, event_id).await?;
+    }
+    for (kind, event_id) in [("m.read", &markers.read), ("m.read.private", &markers.read_private)] {
+        if let Some(event_id) = event_id {
+            services.rooms.set_receipt(&room_id, &session.user_id, kind, event_id, None).await?;
+        }
+    }
+    services.mark_active(&session.user_id);
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct PresenceRequest {
+    presence: String,
+    status_msg: Option<String>,
+}
+
+pub async fn set_presence(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(user_id): Path<OwnedUserId>,
+    extract::Json(request): extract::Json<PresenceRequest>,
+) -> Result<Json<Value>> {
+    if user_id != session.user_id {
+        return Err(Error::forbidden("You can only set your own presence"));
+    }
+    let state = presence::State::parse(&request.presence)
+        .ok_or_else(|| Error::invalid_param(format!("Unknown presence {}", request.presence)))?;
+    if services.presence.set(&user_id, state, request.status_msg) {
+        services.notify_peers(&user_id);
+    }
+    Ok(Json(json!({})))
+}
+
+/// A user's presence, for themselves and those who share a room with them.
+pub async fn get_presence(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(user_id): Path<OwnedUserId>,
+) -> Result<Json<Value>> {
+    if user_id != session.user_id {
+        let theirs = services.rooms.joined_rooms(&user_id)?;
+        let shared = services.rooms.joined_rooms(&session.user_id)?.iter().any(|room| theirs.contains(room));
+        if !shared {
+            return Err(Error::forbidden("You do not share a room with this user"));
+        }
+    }
+    Ok(Json(services.presence.content(&user_id)))
+}

@@ -1,0 +1,150 @@
+//! Read receipts (`m.read`, `m.read.private`, threaded) and the unread counts they imply.
+
+use std::collections::BTreeMap;
+
+use ruma::{EventId, RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::Rooms;
+use crate::{
+    error::{Error, Result},
+    service::now_ms,
+    storage::{Batch, Receipt, ReceiptRecord},
+};
+
+/// Event types that count as unread (what default push rules notify for).
+const NOTIFYING: [&str; 4] = ["m.room.message", "m.room.encrypted", "m.sticker", "m.poll.start"];
+/// Unread counts stop here; clients show "99+".
+const MAX_UNREAD: usize = 100;
+
+impl Rooms {
+    /// Sets a user's receipt. `thread` is `None` for an unthreaded receipt, `main` or a thread
+    /// root for a threaded one.
+    pub async fn set_receipt(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        kind: &str,
+        event_id: &EventId,
+        thread: Option<&str>,
+    ) -> Result<()> {
+        if !matches!(kind, "m.read" | "m.read.private") {
+            return Err(Error::invalid_param(format!("Unknown receipt type {kind}")));
+        }
+        let room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        if self.membership_in(&*self.current_state(&room)?, user)?.as_deref() != Some("join") {
+            return Err(Error::forbidden("You are not in this room"));
+        }
+        self.event_by_id(event_id)?
+            .filter(|(_, pdu)| pdu.room_id == room_id)
+            .ok_or_else(|| Error::not_found("Unknown event"))?;
+        let thread = thread.unwrap_or_default();
+        let replaces = self.storage.receipt(room.short_id, user, kind, thread)?.map(|r| r.position);
+        let mut batch = Batch::new();
+        let receipt = Receipt {
+            user: user.to_owned(),
+            kind: kind.to_owned(),
+            thread: thread.to_owned(),
+            record: ReceiptRecord { event_id: event_id.to_owned(), ts: now_ms(), position: 0 },
+        };
+        batch.put_receipt(room.short_id, receipt, replaces);
+        self.storage.commit(batch).await?;
+        if kind == "m.read" {
+            self.notify_members(room_id, std::iter::empty());
+        } else {
+            self.notifier.notify(user);
+        }
+        Ok(())
+    }
+
+    /// The `m.receipt` event a user's sync shows for a room: every receipt (initial), or those
+    /// that changed in `(since, until]`. Private receipts only for their owner.
+    pub fn receipts_for(
+        &self,
+        short_room: u64,
+        viewer: &UserId,
+        since: Option<u64>,
+        until: u64,
+    ) -> Result<Option<Value>> {
+        let receipts: Vec<Receipt> = match since {
+            None => self.storage.receipts(short_room)?,
+            Some(since) => {
+                let mut receipts = Vec::new();
+                for change in self.storage.receipt_changes(short_room, since, until)? {
+                    if let Some(record) =
+                        self.storage.receipt(short_room, &change.user, &change.kind, &change.thread)?
+                    {
+                        receipts.push(Receipt { user: change.user, kind: change.kind, thread: change.thread, record });
+                    }
+                }
+                receipts
+            }
+        };
+        let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        for receipt in receipts {
+            if receipt.record.position > until || (receipt.kind == "m.read.private" && receipt.user != viewer) {
+                continue;
+            }
+            let mut data = json!({ "ts": receipt.record.ts });
+            if !receipt.thread.is_empty() {
+                data["thread_id"] = json!(receipt.thread);
+            }
+            let by_type = content.entry(receipt.record.event_id.to_string()).or_default();
+            let users = by_type.entry(receipt.kind).or_insert_with(|| json!({}));
+            users[receipt.user.as_str()] = data;
+        }
+        Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
+    }
+
+    /// How many notifying events from others follow the user's latest unthreaded read receipt
+    /// (public or private), and how many of those mention them, up to `MAX_UNREAD`.
+    pub fn unread_counts(
+        &self,
+        room_id: &RoomId,
+        short_room: u64,
+        user: &UserId,
+        until: u64,
+    ) -> Result<(usize, usize)> {
+        let read = ["m.read", "m.read.private"]
+            .iter()
+            .filter_map(|kind| self.storage.receipt(short_room, user, kind, "").ok().flatten())
+            .filter_map(|receipt| self.storage.event_by_id(&receipt.event_id).ok().flatten())
+            .map(|event| event.position)
+            .max();
+        // Without a receipt, count from the user's join.
+        let after = match read {
+            Some(position) => position,
+            None => self.storage.membership(user, room_id)?.and_then(|m| m.last_join).unwrap_or(until),
+        };
+        let (mut notifications, mut highlights) = (0, 0);
+        let display_name = self
+            .current_state_event(room_id, "m.room.member", user.as_str())?
+            .and_then(|pdu| pdu.content_str("displayname"));
+        for (_, short) in self.storage.timeline_fwd(short_room, after, until, MAX_UNREAD * 4)? {
+            let Some(pdu) = self.event(short)? else { continue };
+            if pdu.sender == user || !NOTIFYING.contains(&pdu.kind.to_string().as_str()) {
+                continue;
+            }
+            notifications += 1;
+            if mentions(&pdu.content_map(), user, display_name.as_deref()) {
+                highlights += 1;
+            }
+            if notifications == MAX_UNREAD {
+                break;
+            }
+        }
+        Ok((notifications, highlights))
+    }
+}
+
+/// Whether a message mentions the user: `m.mentions`, or their ID or display name in the body.
+fn mentions(content: &Map<String, Value>, user: &UserId, display_name: Option<&str>) -> bool {
+    if let Some(mentions) = content.get("m.mentions") {
+        return mentions
+            .get("user_ids")
+            .and_then(Value::as_array)
+            .is_some_and(|ids| ids.iter().any(|id| id == user.as_str()));
+    }
+    let body = content.get("body").and_then(Value::as_str).unwrap_or_default();
+    body.contains(user.as_str()) || display_name.is_some_and(|name| !name.is_empty() && body.contains(name))
+}

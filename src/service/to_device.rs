@@ -1,0 +1,98 @@
+//! Send-to-device messages: stored until the target device syncs past them.
+
+use std::sync::Arc;
+
+use ruma::{DeviceId, OwnedDeviceId, UserId};
+use serde_json::{Map, Value};
+
+use super::notifier::Notifier;
+use crate::{
+    error::{Error, Result},
+    storage::{Batch, Storage, ToDeviceMessage},
+};
+
+/// Messages a sync delivers at most; the rest come with the next one.
+pub const MAX_PER_SYNC: usize = 100;
+
+pub struct ToDevice {
+    storage: Arc<Storage>,
+    notifier: Arc<Notifier>,
+    server_name: ruma::OwnedServerName,
+}
+
+impl ToDevice {
+    pub fn new(storage: Arc<Storage>, notifier: Arc<Notifier>, server_name: ruma::OwnedServerName) -> Self {
+        Self { storage, notifier, server_name }
+    }
+
+    /// Queues `messages` (`{user: {device or "*": content}}`) for local devices, once per
+    /// transaction ID of the sending device. Messages for other servers wait for federation.
+    pub async fn send(
+        &self,
+        sender: &UserId,
+        sender_device: &DeviceId,
+        txn_id: &str,
+        kind: &str,
+        messages: Map<String, Value>,
+    ) -> Result<()> {
+        let scope = format!("sendToDevice/{kind}");
+        if self.storage.transaction(sender, sender_device, &scope, txn_id)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        batch.put_transaction(sender, sender_device, &scope, txn_id, &Value::Object(Map::new()));
+        let mut targets = Vec::new();
+        for (user, devices) in messages {
+            let user = UserId::parse(&user).map_err(|e| Error::bad_json(format!("Invalid user ID {user}: {e}")))?;
+            let devices = devices.as_object().ok_or_else(|| Error::bad_json("Each user maps devices to contents"))?;
+            if user.server_name() != self.server_name {
+                continue;
+            }
+            let known: Vec<OwnedDeviceId> = self.storage.devices(&user)?.into_iter().map(|(id, _)| id).collect();
+            for (device, content) in devices {
+                if !content.is_object() {
+                    return Err(Error::bad_json("A to-device message's content is an object"));
+                }
+                let chosen: Vec<&OwnedDeviceId> = if device == "*" {
+                    known.iter().collect()
+                } else {
+                    known.iter().filter(|d| d.as_str() == device).collect()
+                };
+                for device in chosen {
+                    let message =
+                        ToDeviceMessage { sender: sender.to_owned(), kind: kind.to_owned(), content: content.clone() };
+                    batch.put_to_device(&user, device, message);
+                }
+            }
+            targets.push(user);
+        }
+        self.storage.commit(batch).await?;
+        self.notifier.notify_all(targets.iter().map(|u| &**u));
+        Ok(())
+    }
+
+    /// Messages for a device up to a position, deleting those up to `acknowledged` (its previous
+    /// sync). Returns the messages and the position of the last delivered if they were cut short.
+    pub async fn take(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        acknowledged: u64,
+        until: u64,
+    ) -> Result<(Vec<Value>, Option<u64>)> {
+        let all = self.storage.to_device_messages(user, device, until)?;
+        let (done, pending): (Vec<_>, Vec<_>) = all.into_iter().partition(|(position, _)| *position <= acknowledged);
+        if !done.is_empty() {
+            let mut batch = Batch::new();
+            batch.delete_to_device(user, device, done.into_iter().map(|(position, _)| position));
+            self.storage.commit(batch).await?;
+        }
+        let cut = (pending.len() > MAX_PER_SYNC).then(|| pending[MAX_PER_SYNC - 1].0);
+        let events = pending
+            .into_iter()
+            .take(MAX_PER_SYNC)
+            .map(|(_, m)| serde_json::json!({ "sender": m.sender, "type": m.kind, "content": m.content }))
+            .collect();
+        Ok((events, cut))
+    }
+}
