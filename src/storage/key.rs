@@ -163,6 +163,21 @@ pub fn position_of_to_device(key: &[u8]) -> Result<u64, StorageError> {
     Ok(position)
 }
 
+/// `Relations`: an event relating to `target`, at its position.
+pub fn relation(target: &EventId, position: u64) -> Vec<u8> {
+    KeyBuilder::new().str(target.as_str()).u64(position).build()
+}
+
+/// `Relations`: every event relating to `target` (as a prefix).
+pub fn relations_of(target: &EventId) -> Vec<u8> {
+    KeyBuilder::new().str(target.as_str()).build()
+}
+
+/// Reads the position of a `relation` key.
+pub fn position_of_relation(key: &[u8]) -> Result<u64, StorageError> {
+    position_of_user_position(key)
+}
+
 /// `Filters`: one filter of a user.
 pub fn filter(user_id: &UserId, id: &str) -> Vec<u8> {
     KeyBuilder::new().str(user_id.as_str()).str(id).build()

@@ -77,6 +77,13 @@ pub enum Column {
     /// Send-to-device messages waiting for their device. Key: `user_id ++ device_id ++ position`.
     /// Value: `ToDeviceMessage`. Deleted once the device syncs past them.
     ToDevice,
+    /// Events that relate to another (`m.relates_to` with a `rel_type`). Key: `target event_id
+    /// ++ position` of the relating event. Value: `RelationRecord` (short event, type of relation,
+    /// event type, sender).
+    Relations,
+    /// Thread roots of a room by their latest activity. Key: short room ID `++` position of the
+    /// latest reply. Value: the root's short event ID.
+    ThreadActivity,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -89,7 +96,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 27] = [
+    pub const ALL: [Column; 29] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -117,6 +124,8 @@ impl Column {
         Column::Receipts,
         Column::ReceiptChanges,
         Column::ToDevice,
+        Column::Relations,
+        Column::ThreadActivity,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -149,6 +158,8 @@ impl Column {
             Column::Receipts => "receipts",
             Column::ReceiptChanges => "receipt_changes",
             Column::ToDevice => "to_device",
+            Column::Relations => "relations",
+            Column::ThreadActivity => "thread_activity",
         }
     }
 
@@ -180,7 +191,9 @@ impl Column {
             | Column::AccountDataChanges
             | Column::Receipts
             | Column::ReceiptChanges
-            | Column::ToDevice => Access::Scan,
+            | Column::ToDevice
+            | Column::Relations
+            | Column::ThreadActivity => Access::Scan,
         }
     }
 }

@@ -9,6 +9,7 @@ mod ephemeral;
 mod history;
 mod profile;
 mod register;
+mod relations;
 mod room_events;
 mod rooms;
 pub mod session;
@@ -109,5 +110,10 @@ fn room_routes() -> Router<Arc<Services>> {
 
 /// Endpoints under `/_matrix/client/v1`.
 pub fn v1_routes() -> Router<Arc<Services>> {
-    Router::new().route("/register/m.login.registration_token/validity", get(register::token_validity))
+    Router::new()
+        .route("/register/m.login.registration_token/validity", get(register::token_validity))
+        .route("/rooms/{room_id}/relations/{event_id}", get(relations::relations))
+        .route("/rooms/{room_id}/relations/{event_id}/{rel_type}", get(relations::relations))
+        .route("/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}", get(relations::relations))
+        .route("/rooms/{room_id}/threads", get(relations::threads))
 }

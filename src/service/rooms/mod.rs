@@ -17,6 +17,7 @@ mod power;
 pub mod read;
 mod receipts;
 mod redaction;
+pub mod relations;
 mod state;
 mod upgrade;
 mod visibility;
@@ -471,7 +472,11 @@ impl Rooms {
         }
         let room_id = room.room_id.clone();
         let short_room = room.record.short_id;
+        let relation = self.stage_relation(&pdu, short_event, short_room)?;
         batch.put_event(short_event, short_room, stored, (state_before, state_after), move |position, batch| {
+            if let Some(relation) = relation {
+                relation(position, batch);
+            }
             if let Some((user, mut record)) = membership {
                 record.position = position;
                 if record.membership == "join" {

@@ -20,8 +20,18 @@ pub struct Viewer<'a> {
 }
 
 impl Rooms {
-    /// An event in the client format.
+    /// An event in the client format, with its bundled aggregations (edits, threads, references).
     pub fn client_event(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        let mut event = self.client_event_plain(stored, viewer)?;
+        let pdu = Pdu::from_stored(stored)?;
+        if let Some(aggregations) = self.aggregations(&pdu, viewer)? {
+            event["unsigned"]["m.relations"] = aggregations;
+        }
+        Ok(event)
+    }
+
+    /// An event in the client format without aggregations (as aggregations nest events).
+    pub fn client_event_plain(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
         let mut pdu: Map<String, Value> = serde_json::from_str(stored.pdu.get())
             .map_err(|e| Error::internal(format!("stored event {} does not parse: {e}", stored.event_id)))?;
         let parsed = Pdu::from_stored(stored)?;

@@ -47,6 +47,7 @@ impl Rooms {
             .append_with(&mut room, sender, draft, transaction, |batch, redaction| {
                 let mut stored =
                     self.storage.event(short_target)?.ok_or_else(|| Error::not_found("Event not found"))?;
+                self.unstage_relation(batch, &target_pdu, stored.position);
                 let mut object: CanonicalJsonObject = serde_json::from_str(stored.pdu.get())
                     .map_err(|e| Error::internal(format!("stored event does not parse: {e}")))?;
                 pdu::redact(&mut object, &rules)?;
