@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub rooms: RoomsConfig,
     #[serde(default)]
+    pub presence: PresenceConfig,
+    #[serde(default)]
     pub well_known: WellKnownConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -47,7 +49,7 @@ pub struct Config {
 /// The top-level keys of [`Config`]. A variable `MYELIN_X` or `MYELIN_X__Y` whose `x` is not one
 /// of them is not meant for the server; one whose `x` is, but names no setting, is a typo and an
 /// error. A test checks this list against the struct.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "server_name",
     "public_baseurl",
     "listen",
@@ -58,6 +60,7 @@ const TOP_LEVEL_KEYS: [&str; 13] = [
     "limits",
     "rate_limits",
     "rooms",
+    "presence",
     "well_known",
     "log",
     "ignored_variables",
@@ -206,6 +209,23 @@ impl Default for RoomsConfig {
     }
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Track and share presence (online, unavailable, offline). Off, everyone looks offline.
+    pub enabled: bool,
+    /// Seconds without activity (sending, typing, reading) after which an online user is unavailable.
+    pub idle_after_secs: u64,
+    /// Seconds without any open sync after which a user is offline.
+    pub offline_after_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, idle_after_secs: 300, offline_after_secs: 30 }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WellKnownConfig {
@@ -340,6 +360,9 @@ impl Config {
         }
         if !SUPPORTED_ROOM_VERSIONS.contains(&self.rooms.default_version) {
             return fail("rooms.default_version", "must be a room version from 1 to 12");
+        }
+        if self.presence.idle_after_secs == 0 || self.presence.offline_after_secs == 0 {
+            return fail("presence", "idle_after_secs and offline_after_secs must be at least 1");
         }
         if let Some(server) = &self.well_known.server
             && server.contains('/')

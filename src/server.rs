@@ -32,6 +32,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let app = crate::api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
+        // Without TCP_NODELAY, a small write that follows another (a WebSocket update after an
+        // answer) waits for the peer's delayed ACK: 40 ms of latency for nothing.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;

@@ -37,6 +37,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .nest("/_matrix/client/r0", client::v3_routes())
         .nest("/_matrix/client/v1", client::v1_routes())
         .route("/_matrix/client/versions", get(client::discovery::versions))
+        .route("/_matrix/client/unstable/io.myelin.websocket/stream", get(client::websocket::stream))
         .route("/.well-known/matrix/client", get(client::discovery::well_known_client))
         .route("/.well-known/matrix/server", get(client::discovery::well_known_server))
         .merge(synapse_admin::routes())

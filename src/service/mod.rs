@@ -65,7 +65,7 @@ impl Services {
             notifier,
             shutdown: tokio::sync::watch::channel(false).0,
             typing: typing::Typing::new(serial.clone()),
-            presence: presence::Presence::new(serial.clone()),
+            presence: presence::Presence::new(serial.clone(), config.presence.clone()),
             serial,
             rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
             shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
@@ -93,7 +93,14 @@ impl Services {
     /// Applies presence transitions (idle, silence) every few seconds until shutdown. Holds the
     /// services weakly, so that it never keeps them (and the database) alive.
     pub async fn run_presence_sweeps(services: std::sync::Weak<Self>) {
-        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+        let every = match services.upgrade() {
+            Some(services) if services.config.presence.enabled => {
+                let presence = &services.config.presence;
+                presence.idle_after_secs.min(presence.offline_after_secs).min(10).div_ceil(2)
+            }
+            _ => return,
+        };
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(every));
         loop {
             ticks.tick().await;
             let Some(services) = services.upgrade() else { return };

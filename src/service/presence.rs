@@ -2,8 +2,10 @@
 //!
 //! Kept in memory (after a restart everyone is offline until they come back). Syncing keeps a user
 //! online; what they do (sending, typing, reading) marks them active. With no activity for
-//! `IDLE` they become unavailable; with no sync for `SILENCE`, offline. A periodic sweep applies
-//! those transitions. Every change bumps the ephemeral serial so that syncs send it once.
+//! `idle_after_secs` they become unavailable; with no sync open and none for `offline_after_secs`,
+//! offline. A sync counts while it is parked, so a long-polling client never flickers offline. A
+//! periodic sweep applies those transitions. Every change bumps the ephemeral serial so that
+//! syncs send it once.
 
 use std::{
     collections::HashMap,
@@ -14,11 +16,8 @@ use ruma::{OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use super::{now_ms, typing::EphemeralSerial};
+use crate::config::PresenceConfig;
 
-/// No activity this long: unavailable.
-const IDLE_MS: u64 = 5 * 60 * 1000;
-/// No sync this long: offline.
-const SILENCE_MS: u64 = 30 * 1000;
 /// Activity within this long counts as `currently_active`.
 const CURRENTLY_ACTIVE_MS: u64 = 60 * 1000;
 
@@ -54,20 +53,41 @@ struct Record {
     status_msg: Option<String>,
     last_active: u64,
     last_sync: u64,
+    /// Syncs (and WebSockets) open now.
+    open_syncs: u32,
     serial: u64,
 }
 
 pub struct Presence {
     serial: Arc<EphemeralSerial>,
+    config: PresenceConfig,
     users: Mutex<HashMap<OwnedUserId, Record>>,
 }
 
+/// An open sync: the user counts as syncing until it is dropped.
+pub struct Syncing<'a> {
+    presence: &'a Presence,
+    user: OwnedUserId,
+}
+
+impl Drop for Syncing<'_> {
+    fn drop(&mut self) {
+        self.presence.update(&self.user, |record, now| {
+            record.open_syncs = record.open_syncs.saturating_sub(1);
+            record.last_sync = now;
+        });
+    }
+}
+
 impl Presence {
-    pub fn new(serial: Arc<EphemeralSerial>) -> Self {
-        Self { serial, users: Mutex::new(HashMap::new()) }
+    pub fn new(serial: Arc<EphemeralSerial>, config: PresenceConfig) -> Self {
+        Self { serial, config, users: Mutex::new(HashMap::new()) }
     }
 
     fn update(&self, user: &UserId, change: impl FnOnce(&mut Record, u64)) -> bool {
+        if !self.config.enabled {
+            return false;
+        }
         let now = now_ms();
         let mut users = self.users.lock().expect("presence lock");
         let record = users.entry(user.to_owned()).or_insert_with(|| Record {
@@ -75,6 +95,7 @@ impl Presence {
             status_msg: None,
             last_active: 0,
             last_sync: 0,
+            open_syncs: 0,
             serial: 0,
         });
         let before = (record.state, record.status_msg.clone());
@@ -86,7 +107,15 @@ impl Presence {
         changed
     }
 
-    /// A sync arrived; `set_presence` is what the client asked (`online` when absent). Returns
+    /// A sync (or WebSocket) opens; the user counts as syncing until the guard is dropped. Also
+    /// says whether the user's presence changed.
+    pub fn open_sync(&self, user: &UserId, set_presence: Option<State>) -> (Syncing<'_>, bool) {
+        let changed = self.update(user, |record, _| record.open_syncs += 1);
+        let changed = self.on_sync(user, set_presence) || changed;
+        (Syncing { presence: self, user: user.to_owned() }, changed)
+    }
+
+    /// The client still syncs; `set_presence` is what it asked (`online` when absent). Returns
     /// whether the user's presence changed.
     pub fn on_sync(&self, user: &UserId, set_presence: Option<State>) -> bool {
         self.update(user, |record, now| {
@@ -128,6 +157,9 @@ impl Presence {
 
     /// The `m.presence` content for a user.
     pub fn content(&self, user: &UserId) -> Value {
+        if !self.config.enabled {
+            return json!({ "presence": "offline" });
+        }
         let users = self.users.lock().expect("presence lock");
         match users.get(user) {
             Some(record) => content_of(record),
@@ -148,14 +180,14 @@ impl Presence {
     /// Applies idle and silence transitions; returns who changed.
     pub fn sweep(&self) -> Vec<OwnedUserId> {
         let now = now_ms();
+        let (idle_ms, offline_ms) = (self.config.idle_after_secs * 1000, self.config.offline_after_secs * 1000);
         let mut users = self.users.lock().expect("presence lock");
         let mut changed = Vec::new();
         for (user, record) in users.iter_mut() {
+            let silent = record.open_syncs == 0 && now.saturating_sub(record.last_sync) > offline_ms;
             let state = match record.state {
-                State::Online | State::Unavailable if now.saturating_sub(record.last_sync) > SILENCE_MS => {
-                    State::Offline
-                }
-                State::Online if now.saturating_sub(record.last_active) > IDLE_MS => State::Unavailable,
+                State::Online | State::Unavailable if silent => State::Offline,
+                State::Online if now.saturating_sub(record.last_active) > idle_ms => State::Unavailable,
                 other => other,
             };
             if state != record.state {
@@ -191,7 +223,7 @@ mod tests {
 
     #[test]
     fn syncing_goes_online_silence_goes_offline() {
-        let presence = Presence::new(Arc::new(EphemeralSerial::default()));
+        let presence = Presence::new(Arc::new(EphemeralSerial::default()), PresenceConfig::default());
         let alice = user_id!("@a:x");
         assert_eq!(presence.content(alice)["presence"], "offline");
         assert!(presence.on_sync(alice, None));
@@ -206,5 +238,30 @@ mod tests {
         assert_eq!(presence.sweep(), vec![alice.to_owned()]);
         assert_eq!(presence.content(alice)["presence"], "offline");
         assert!(presence.changed_since(0).iter().any(|(u, _)| u == alice));
+    }
+
+    #[test]
+    fn an_open_sync_is_never_silent() {
+        let presence = Presence::new(Arc::new(EphemeralSerial::default()), PresenceConfig::default());
+        let alice = user_id!("@a:x");
+        let (syncing, changed) = presence.open_sync(alice, None);
+        assert!(changed);
+        presence.users.lock().unwrap().get_mut(alice).unwrap().last_sync = 0;
+        assert!(presence.sweep().is_empty(), "a parked sync keeps the user online");
+        drop(syncing);
+        assert!(presence.sweep().is_empty(), "the sync just ended");
+        presence.users.lock().unwrap().get_mut(alice).unwrap().last_sync = 0;
+        assert_eq!(presence.sweep(), vec![alice.to_owned()]);
+    }
+
+    #[test]
+    fn disabled_presence_is_always_offline() {
+        let config = PresenceConfig { enabled: false, ..PresenceConfig::default() };
+        let presence = Presence::new(Arc::new(EphemeralSerial::default()), config);
+        let alice = user_id!("@a:x");
+        assert!(!presence.open_sync(alice, None).1);
+        assert!(!presence.set(alice, State::Online, Some("here".into())));
+        assert_eq!(presence.content(alice), json!({ "presence": "offline" }));
+        assert!(presence.changed_since(0).is_empty());
     }
 }

@@ -19,7 +19,7 @@ const VERSIONS: &[&str] = &[
 ];
 
 pub async fn versions() -> Json<Value> {
-    Json(json!({ "versions": VERSIONS, "unstable_features": {} }))
+    Json(json!({ "versions": VERSIONS, "unstable_features": { "io.myelin.websocket": true } }))
 }
 
 pub async fn well_known_client(State(services): State<Arc<Services>>) -> Json<Value> {

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{Json, extract::State};
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,19 +28,30 @@ pub async fn typing(
     if user_id != session.user_id {
         return Err(Error::forbidden("You can only set your own typing"));
     }
-    let room = services.rooms.room(&room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
-    if services.rooms.membership_in(&*services.rooms.current_state(&room)?, &user_id)?.as_deref() != Some("join") {
+    let timeout = Duration::from_millis(request.timeout.unwrap_or(30_000));
+    set_typing(&services, &room_id, &user_id, request.typing, timeout)?;
+    Ok(Json(json!({})))
+}
+
+/// Starts or stops a member typing, and tells the room, now and when the typing runs out.
+pub fn set_typing(
+    services: &Arc<Services>,
+    room_id: &RoomId,
+    user: &UserId,
+    typing: bool,
+    timeout: Duration,
+) -> Result<()> {
+    let room = services.rooms.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+    if services.rooms.membership_in(&*services.rooms.current_state(&room)?, user)?.as_deref() != Some("join") {
         return Err(Error::forbidden("You are not in this room"));
     }
-    let timeout = Duration::from_millis(request.timeout.unwrap_or(30_000));
-    let until = services.typing.set(&room_id, &user_id, request.typing, timeout);
-    services.rooms.notify_members(&room_id, std::iter::empty());
-    if request.typing {
-        services.mark_active(&user_id);
+    let until = services.typing.set(room_id, user, typing, timeout);
+    services.rooms.notify_members(room_id, std::iter::empty());
+    if typing {
+        services.mark_active(user);
     }
     if let Some(until) = until {
-        // When the typing runs out, the room hears it stopped.
-        let services = Arc::downgrade(&services);
+        let (services, room_id) = (Arc::downgrade(services), room_id.to_owned());
         tokio::spawn(async move {
             tokio::time::sleep_until(until.into()).await;
             if let Some(services) = services.upgrade()
@@ -50,7 +61,7 @@ pub async fn typing(
             }
         });
     }
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
@@ -107,16 +118,30 @@ pub async fn read_markers(
     Path(room_id): Path<OwnedRoomId>,
     extract::Json(markers): extract::Json<ReadMarkers>,
 ) -> Result<Json<Value>> {
-    if let Some(event_id) = &markers.fully_read {
-        set_fully_read(&services, &session.user_id, &room_id, event_id).await?;
+    set_read_markers(&services, &room_id, &session.user_id, markers.fully_read, markers.read, markers.read_private)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// Moves the read marker (`m.fully_read`) and the public and private read receipts.
+pub async fn set_read_markers(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    fully_read: Option<OwnedEventId>,
+    read: Option<OwnedEventId>,
+    read_private: Option<OwnedEventId>,
+) -> Result<()> {
+    if let Some(event_id) = &fully_read {
+        set_fully_read(services, user, room_id, event_id).await?;
     }
-    for (kind, event_id) in [("m.read", &markers.read), ("m.read.private", &markers.read_private)] {
+    for (kind, event_id) in [("m.read", read), ("m.read.private", read_private)] {
         if let Some(event_id) = event_id {
-            services.rooms.set_receipt(&room_id, &session.user_id, kind, event_id, None).await?;
+            services.rooms.set_receipt(room_id, user, kind, &event_id, None).await?;
         }
     }
-    services.mark_active(&session.user_id);
-    Ok(Json(json!({})))
+    services.mark_active(user);
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ mod rooms;
 pub mod session;
 mod sync;
 mod to_device;
+pub mod websocket;
 
 use std::sync::Arc;
 

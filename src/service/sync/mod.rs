@@ -60,7 +60,8 @@ pub async fn sync(
 ) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut wake = services.notifier.subscribe(&session.user_id);
-    if services.presence.on_sync(&session.user_id, request.set_presence) {
+    let (_syncing, changed) = services.presence.open_sync(&session.user_id, request.set_presence);
+    if changed {
         services.notify_peers(&session.user_id);
     }
     loop {
