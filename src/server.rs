@@ -51,8 +51,17 @@ pub async fn serve(config: Config) -> Result<(), String> {
     services.shutdown.send_replace(true);
     let _ = stop.send(());
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
+    let finished = async {
+        server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        // Upgraded connections (WebSockets) are outside axum's graceful shutdown; each holds the
+        // services until it has sent its close frame.
+        while Arc::strong_count(&services) > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok::<_, String>(())
+    };
+    match tokio::time::timeout(grace, finished).await {
+        Ok(result) => result?,
         Err(_) => tracing::warn!("requests still running after {grace:?}; closing anyway"),
     }
     close(services);

@@ -19,10 +19,17 @@ use crate::{
 #[serde(default)]
 pub struct Filter {
     pub event_fields: Option<Vec<String>>,
-    pub event_format: Option<String>,
+    pub event_format: Option<EventFormat>,
     pub presence: EventFilter,
     pub account_data: EventFilter,
     pub room: RoomFilter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    Client,
+    Federation,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -128,8 +135,14 @@ impl Filter {
     /// Parses a filter, refusing wrong shapes (`M_BAD_JSON`): the spec's types, and valid room and
     /// user IDs in the lists.
     pub fn parse(json: &Value) -> Result<Self> {
-        if !json.is_object() {
-            return Err(Error::bad_json("A filter is a JSON object"));
+        // Derived deserializers also read a struct from an array; the spec's sections are objects.
+        let object = |value: Option<&Value>| value.is_none_or(Value::is_object);
+        let room = json.get("room");
+        if !json.is_object()
+            || !["presence", "account_data", "room"].iter().all(|k| object(json.get(k)))
+            || !["timeline", "state", "ephemeral", "account_data"].iter().all(|k| object(room.and_then(|r| r.get(k))))
+        {
+            return Err(Error::bad_json("A filter and each of its sections are JSON objects"));
         }
         Self::deserialize(json).map_err(|e| Error::bad_json(format!("Invalid filter: {e}")))
     }
@@ -169,7 +182,11 @@ impl Filters {
                     serde_json::from_str(inline).map_err(|e| Error::bad_json(format!("Invalid filter JSON: {e}")))?;
                 Filter::parse(&json)
             }
-            Some(id) => Filter::parse(&self.get(user, id)?),
+            // Not found is the request's fault here: a bad parameter, as Synapse answers.
+            Some(id) => match self.storage.filter(user, id)? {
+                Some(json) => Filter::parse(&json),
+                None => Err(Error::invalid_param(format!("Unknown filter {id}"))),
+            },
         }
     }
 }
@@ -198,6 +215,9 @@ mod tests {
             json!({ "room": { "timeline": { "types": [1] } } }),
             json!({ "room": { "timeline": { "rooms": ["not_a_room_id"] } } }),
             json!({ "room": { "timeline": { "senders": ["not_a_sender_id"] } } }),
+            json!({ "event_format": "xml" }),
+            json!({ "account_data": [] }),
+            json!({ "room": { "state": [true] } }),
             json!("not an object"),
         ] {
             assert!(Filter::parse(&bad).is_err(), "{bad}");

@@ -42,6 +42,8 @@ pub struct Services {
     pub typing: typing::Typing,
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
+    /// Lazy-loaded members each device was sent.
+    pub lazy_members: sync::lazy::SentMembers,
     pub shared_secret: shared_secret::SharedSecretRegistration,
 }
 
@@ -62,6 +64,7 @@ impl Services {
             profiles: profiles::Profiles::new(config.clone(), storage.clone()),
             account_data: account_data::AccountData::new(storage.clone(), notifier.clone()),
             to_device: to_device::ToDevice::new(storage.clone(), notifier.clone(), config.server_name.clone()),
+            lazy_members: sync::lazy::SentMembers::default(),
             notifier,
             shutdown: tokio::sync::watch::channel(false).0,
             typing: typing::Typing::new(serial.clone()),

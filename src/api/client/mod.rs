@@ -49,6 +49,8 @@ pub fn v3_routes() -> Router<Arc<Services>> {
             get(profile::get_field).put(profile::set_field).delete(profile::delete_field),
         )
         .route("/user/{user_id}/account_data/{kind}", get(account_data::get).put(account_data::set))
+        .route("/pushrules/", get(account_data::all_push_rules))
+        .route("/pushrules/global/", get(account_data::global_push_rules))
         .merge(room_routes())
         .route("/sync", get(sync::sync))
         .route("/user/{user_id}/filter", post(sync::create_filter))

@@ -38,6 +38,8 @@ use crate::{
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the server pings (and keeps the user present).
 const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How long closing (the close frame, the client's answer) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request a client may send.
 const MAX_REQUEST_BYTES: usize = 128 * 1024;
 
@@ -121,8 +123,15 @@ async fn serve(services: Arc<Services>, session: Session, mut request: SyncReque
                         return close(socket, close_code::UNSUPPORTED, "Only text (JSON) messages are understood").await;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    Some(Ok(Message::Close(_))) => {
+                        // The reply to the client's Close frame goes out on the next read; without it
+                        // the client sees the connection drop (1006) instead of a clean close.
                         tracing::debug!(user = %session.user_id, "websocket closed by the client");
+                        let _ = tokio::time::timeout(Duration::from_secs(1), socket.recv()).await;
+                        return;
+                    }
+                    None | Some(Err(_)) => {
+                        tracing::debug!(user = %session.user_id, "websocket connection lost");
                         return;
                     }
                 },
@@ -150,10 +159,22 @@ async fn send(socket: &mut WebSocket, message: &Value) -> std::result::Result<()
     }
 }
 
+/// Sends the close frame, then reads until the client answers with its own (RFC 6455 §7.1.1):
+/// dropping the connection with input unread (a pong, a request in flight) would reset it, and the
+/// client would lose what was still queued for it, the close frame included.
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
     tracing::debug!(code, reason, "closing websocket");
     let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+    let handshake = async {
+        socket.send(Message::Close(Some(frame))).await?;
+        while let Some(message) = socket.recv().await {
+            if let Message::Close(_) = message? {
+                break;
+            }
+        }
+        Ok::<_, axum::Error>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
 }
 
 #[derive(Deserialize)]

@@ -163,16 +163,17 @@ impl Rooms {
             .map(|e| e.position)
             .ok_or_else(|| Error::not_found("Event not found"))?;
         let room = self.room_exists(room_id)?;
+        // The limit is for both sides together; the odd one goes after (as Synapse does).
         let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-        let half = |dir, after, until| -> Result<Page> {
+        let side = |dir, after, until, limit| -> Result<Page> {
             if limit == 0 {
                 return Ok(Page { events: Vec::new(), more: false });
             }
             let query = MessagesQuery { from: None, to: None, dir, limit: None, filter: filter.clone() };
-            self.page(viewer, room_id, room.short_id, after, until, limit.div_ceil(2).max(1), &query)
+            self.page(viewer, room_id, room.short_id, after, until, limit, &query)
         };
-        let before = half(Direction::Backward, 0, position.saturating_sub(1))?;
-        let after = half(Direction::Forward, position, until)?;
+        let before = side(Direction::Backward, 0, position.saturating_sub(1), limit / 2)?;
+        let after = side(Direction::Forward, position, until, limit - limit / 2)?;
         let start = before.events.last().map_or(position.saturating_sub(1), |(p, ..)| p - 1);
         let end = after.events.last().map_or(position, |(p, ..)| *p);
         let state = self.state_at_position(room_id, end)?;

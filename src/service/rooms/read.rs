@@ -24,7 +24,8 @@ impl Rooms {
     pub fn client_event(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
         let mut event = self.client_event_plain(stored, viewer)?;
         let pdu = Pdu::from_stored(stored)?;
-        if let Some(aggregations) = self.aggregations(&pdu, viewer)? {
+        let redacted = stored.unsigned.contains_key("redacted_because");
+        if let Some(aggregations) = self.aggregations(&pdu, redacted, viewer)? {
             event["unsigned"]["m.relations"] = aggregations;
         }
         Ok(event)

@@ -1,11 +1,11 @@
 //! Read receipts (`m.read`, `m.read.private`, threaded) and the unread counts they imply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ruma::{EventId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::Rooms;
+use super::{Rooms, relations::relation_of};
 use crate::{
     error::{Error, Result},
     service::now_ms,
@@ -30,6 +30,9 @@ impl Rooms {
     ) -> Result<()> {
         if !matches!(kind, "m.read" | "m.read.private") {
             return Err(Error::invalid_param(format!("Unknown receipt type {kind}")));
+        }
+        if thread.is_some_and(str::is_empty) {
+            return Err(Error::invalid_param("`thread_id` must not be empty"));
         }
         let room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
         if self.membership_in(&*self.current_state(&room)?, user)?.as_deref() != Some("join") {
@@ -96,8 +99,10 @@ impl Rooms {
         Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
     }
 
-    /// How many notifying events from others follow the user's latest unthreaded read receipt
-    /// (public or private), and how many of those mention them, up to `MAX_UNREAD`.
+    /// How many notifying events from others the user has not read, and how many of those
+    /// mention them, up to `MAX_UNREAD`. An event is read up to the user's latest unthreaded
+    /// receipt (public or private), or up to their threaded receipt for the event's thread (`main`
+    /// for events outside threads).
     pub fn unread_counts(
         &self,
         room_id: &RoomId,
@@ -105,24 +110,34 @@ impl Rooms {
         user: &UserId,
         until: u64,
     ) -> Result<(usize, usize)> {
-        let read = ["m.read", "m.read.private"]
-            .iter()
-            .filter_map(|kind| self.storage.receipt(short_room, user, kind, "").ok().flatten())
-            .filter_map(|receipt| self.storage.event_by_id(&receipt.event_id).ok().flatten())
-            .map(|event| event.position)
-            .max();
+        let read_up_to = |thread: &str| {
+            ["m.read", "m.read.private"]
+                .iter()
+                .filter_map(|kind| self.storage.receipt(short_room, user, kind, thread).ok().flatten())
+                .filter_map(|receipt| self.storage.event_by_id(&receipt.event_id).ok().flatten())
+                .map(|event| event.position)
+                .max()
+        };
         // Without a receipt, count from the user's join.
-        let after = match read {
+        let after = match read_up_to("") {
             Some(position) => position,
             None => self.storage.membership(user, room_id)?.and_then(|m| m.last_join).unwrap_or(until),
         };
+        let mut threads: HashMap<String, u64> = HashMap::new();
         let (mut notifications, mut highlights) = (0, 0);
         let display_name = self
             .current_state_event(room_id, "m.room.member", user.as_str())?
             .and_then(|pdu| pdu.content_str("displayname"));
-        for (_, short) in self.storage.timeline_fwd(short_room, after, until, MAX_UNREAD * 4)? {
+        for (position, short) in self.storage.timeline_fwd(short_room, after, until, MAX_UNREAD * 4)? {
             let Some(pdu) = self.event(short)? else { continue };
             if pdu.sender == user || !NOTIFYING.contains(&pdu.kind.to_string().as_str()) {
+                continue;
+            }
+            let thread = match relation_of(&pdu) {
+                Some((root, rel_type)) if rel_type == "m.thread" => root.to_string(),
+                _ => "main".to_owned(),
+            };
+            if position <= *threads.entry(thread).or_insert_with_key(|t| read_up_to(t).unwrap_or(0)) {
                 continue;
             }
             notifications += 1;

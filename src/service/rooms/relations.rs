@@ -84,9 +84,9 @@ impl Rooms {
         }
     }
 
-    /// `unsigned["m.relations"]` of an event: its latest edit by its sender, its thread summary,
-    /// and the events that reference it.
-    pub fn aggregations(&self, event: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Option<Value>> {
+    /// `unsigned["m.relations"]` of an event: its latest valid edit (none once it is redacted),
+    /// its thread summary, and the events that reference it.
+    pub fn aggregations(&self, event: &Pdu, redacted: bool, viewer: Option<Viewer<'_>>) -> Result<Option<Value>> {
         let relations = self.storage.relations(&event.event_id)?;
         if relations.is_empty() {
             return Ok(None);
@@ -99,16 +99,24 @@ impl Rooms {
                 _ => Ok(Some(pdu)),
             }
         };
-        // The latest edit by the original sender, of the same type.
-        let edit = relations
-            .iter()
-            .rev()
-            .find(|(_, r)| r.rel_type == "m.replace" && r.sender == event.sender && r.kind == event.kind.to_string());
-        if let Some((position, record)) = edit
-            && visible(record.event, *position)?.is_some()
-            && let Some(stored) = self.storage.event(record.event)?
-        {
-            bundle.insert("m.replace".into(), self.client_event_plain(&stored, viewer)?);
+        // The latest valid edit (spec: "Validity of replacement events"): by the original sender,
+        // of the same type, with `m.new_content`; neither of them a state event, and the original
+        // not an edit itself.
+        let editable = !redacted
+            && event.state_key.is_none()
+            && relation_of(event).is_none_or(|(_, rel_type)| rel_type != "m.replace");
+        let candidates = relations.iter().rev().filter(|(_, r)| {
+            editable && r.rel_type == "m.replace" && r.sender == event.sender && r.kind == event.kind.to_string()
+        });
+        for (position, record) in candidates {
+            if let Some(pdu) = visible(record.event, *position)?
+                && pdu.state_key.is_none()
+                && pdu.content_map().get("m.new_content").is_some_and(Value::is_object)
+                && let Some(stored) = self.storage.event(record.event)?
+            {
+                bundle.insert("m.replace".into(), self.client_event_plain(&stored, viewer)?);
+                break;
+            }
         }
         let replies: Vec<&(u64, RelationRecord)> = relations.iter().filter(|(_, r)| r.rel_type == "m.thread").collect();
         if let Some((position, latest)) = replies.last()
@@ -147,25 +155,30 @@ impl Rooms {
         query: &RelationsQuery,
     ) -> Result<Value> {
         self.visible_event(viewer, room_id, event_id)?;
+        // Level by level: direct relations, then (recursing) relations of those, and so on. The
+        // type filters apply at every level, so an event reached only through one that does not
+        // match is left out (as the spec says).
+        let max_depth = if query.recurse { MAX_DEPTH } else { 1 };
         let mut found = Vec::new();
         let mut depth = 0;
         let mut targets = vec![event_id.to_owned()];
-        while let Some(target) = targets.pop() {
-            for (position, record) in self.storage.relations(&target)? {
-                let wanted = query.rel_type.as_ref().is_none_or(|t| *t == record.rel_type)
-                    && query.event_type.as_ref().is_none_or(|t| *t == record.kind);
-                if let Some(pdu) = self.event(record.event)?
-                    && pdu.room_id == room_id
-                {
-                    if query.recurse && depth < MAX_DEPTH {
-                        targets.push(pdu.event_id.clone());
-                    }
-                    if wanted {
+        while !targets.is_empty() && depth < max_depth {
+            depth += 1;
+            let mut next = Vec::new();
+            for target in &targets {
+                for (position, record) in self.storage.relations(target)? {
+                    let wanted = query.rel_type.as_ref().is_none_or(|t| *t == record.rel_type)
+                        && query.event_type.as_ref().is_none_or(|t| *t == record.kind);
+                    if wanted
+                        && let Some(pdu) = self.event(record.event)?
+                        && pdu.room_id == room_id
+                    {
                         found.push((position, record.event));
+                        next.push(pdu.event_id.clone());
                     }
                 }
             }
-            depth += 1;
+            targets = next;
         }
         found.sort_unstable();
         found.dedup();
@@ -203,7 +216,7 @@ impl Rooms {
             body["prev_batch"] = json!(from.to_string());
         }
         if query.recurse {
-            body["recursion_depth"] = json!(depth.min(MAX_DEPTH));
+            body["recursion_depth"] = json!(depth);
         }
         Ok(body)
     }

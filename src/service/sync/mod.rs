@@ -5,6 +5,7 @@
 //! empty and the client is willing to wait, it waits for a wake-up and builds again. Anything that
 //! lands after the subscription wakes it, so nothing is missed and nothing polls.
 
+pub mod lazy;
 pub mod token;
 
 use std::{collections::BTreeSet, time::Duration};
@@ -82,6 +83,10 @@ pub async fn sync(
 /// Builds the answer for the stream as it is now; says whether it carries anything.
 pub async fn build(services: &Services, session: &Session, request: &SyncRequest) -> Result<(Value, bool)> {
     let mut now = SyncToken::new(services.storage.stream_position(), services.serial.current());
+    if request.since.is_none() {
+        // A new sync sequence: the client remembers no members.
+        services.lazy_members.reset(&session.user_id, &session.device_id);
+    }
     let builder = Builder { services, session, request, now, since: request.since.map_or(0, |s| s.position) };
     let (mut response, mut has_updates) = builder.build()?;
 
@@ -199,8 +204,17 @@ impl Builder<'_> {
             self.state_events(&at_start, None, &filter.state, &timeline.senders)?
         } else {
             let at_since = rooms.state_at_position(room_id, self.since)?;
-            self.state_events(&at_start, Some(&at_since), &filter.state, &timeline.senders)?
+            let mut state = self.state_events(&at_start, Some(&at_since), &filter.state, &timeline.senders)?;
+            if filter.state.lazy_load_members {
+                state.extend(self.unsent_members(room_id, &at_start, &at_since, &filter.state, &timeline.senders)?);
+            }
+            state
         };
+        if filter.state.lazy_load_members {
+            let sent = state.iter().chain(&timeline.events).filter(|e| e["type"] == "m.room.member");
+            let sent = sent.filter_map(|e| Some((e["state_key"].as_str()?, e["event_id"].as_str()?)));
+            self.services.lazy_members.record(self.user(), &self.session.device_id, room_id, sent, self.now.position);
+        }
 
         let account_data = self.room_account_data(room_id, whole, &filter.account_data)?;
         let ephemeral =
@@ -302,6 +316,43 @@ impl Builder<'_> {
             }
             let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
             if filter.allows(&kind, &pdu.sender, &stored.room_id, &content) {
+                events.push(without_room_id(rooms.client_event(&stored, None)?));
+            }
+        }
+        Ok(events)
+    }
+
+    /// With lazy-loading on an incremental sync: the members of the timeline's senders that did
+    /// not change since `since` (changes are in the state already) and that the device was not
+    /// sent yet, or all of them with `include_redundant_members`.
+    fn unsent_members(
+        &self,
+        room_id: &RoomId,
+        at_start: &StateMap,
+        at_since: &StateMap,
+        filter: &RoomEventFilter,
+        timeline_senders: &BTreeSet<OwnedUserId>,
+    ) -> Result<Vec<Value>> {
+        let (storage, rooms) = (&self.services.storage, &self.services.rooms);
+        let mut events = Vec::new();
+        for sender in timeline_senders {
+            let Some(short_key) = storage.short_state_key("m.room.member", sender.as_str())? else { continue };
+            let Some(short_event) = at_start.get(&short_key) else { continue };
+            if at_since.get(&short_key) != Some(short_event) {
+                continue;
+            }
+            let (Some(stored), Some(pdu)) = (storage.event(*short_event)?, rooms.event(*short_event)?) else {
+                continue;
+            };
+            let known = || {
+                let device = &self.session.device_id;
+                let event_id = pdu.event_id.as_str();
+                self.services.lazy_members.known(self.user(), device, room_id, sender.as_str(), event_id, self.since)
+            };
+            let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+            if (filter.include_redundant_members || !known())
+                && filter.allows("m.room.member", &pdu.sender, room_id, &content)
+            {
                 events.push(without_room_id(rooms.client_event(&stored, None)?));
             }
         }

@@ -31,8 +31,9 @@ export async function matrixError(promise, httpStatus, errcode) {
 
 /**
  * Starts one Myelin for the calling test file (before/after hooks) and returns client factories:
- * anonymous() is a client without a token, as(credentials) one logged in with a register/login
- * response, register(username, extra) registers through UIA and resolves to that response.
+ * anonymous() is a client without a token, as(credentials, options) one logged in with a
+ * register/login response (options go to createClient, e.g. a store), register(username, extra)
+ * registers through UIA and resolves to that response; url() is the server's base URL.
  */
 export function useMyelin() {
     let server;
@@ -40,8 +41,8 @@ export function useMyelin() {
     after(async () => server?.stop());
 
     const anonymous = () => createClient({ baseUrl: server.url });
-    const as = ({ access_token, user_id, device_id }) =>
-        createClient({ baseUrl: server.url, accessToken: access_token, userId: user_id, deviceId: device_id });
+    const as = ({ access_token, user_id, device_id }, options = {}) =>
+        createClient({ baseUrl: server.url, accessToken: access_token, userId: user_id, deviceId: device_id, ...options });
 
     /** Registers through the full UIA dance: 401 with a session and the flows, then m.login.dummy. */
     async function register(username, extra = {}) {
@@ -56,5 +57,5 @@ export function useMyelin() {
         return registered;
     }
 
-    return { anonymous, as, register };
+    return { anonymous, as, register, url: () => server.url };
 }
