@@ -7,7 +7,10 @@ use std::sync::Arc;
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value};
 
-use super::{locks::KeyedLocks, notifier::Notifier};
+use super::{
+    locks::{KeyedGuard, KeyedLocks},
+    notifier::Notifier,
+};
 use crate::{
     error::{Error, ErrorKind, Result},
     storage::{Batch, Storage},
@@ -62,7 +65,23 @@ impl AccountData {
 
     /// Sets account data, whatever its type (the server's own writes, e.g. `m.fully_read`).
     pub async fn put(&self, user_id: &UserId, room_id: Option<&RoomId>, kind: &str, content: Value) -> Result<()> {
-        let _guard = self.locks.lock(&user_id.to_owned()).await;
+        let _guard = self.lock(user_id).await;
+        self.put_locked(user_id, room_id, kind, content).await
+    }
+
+    /// Serialises writes of one user's account data (a read-modify-write holds it throughout).
+    pub(super) async fn lock(&self, user_id: &UserId) -> KeyedGuard<'_, OwnedUserId> {
+        self.locks.lock(&user_id.to_owned()).await
+    }
+
+    /// `put` for a caller that holds the user's lock.
+    pub(super) async fn put_locked(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+        content: Value,
+    ) -> Result<()> {
         let replaces = self.storage.account_data(user_id, room_id, kind)?.map(|record| record.position);
         let mut batch = Batch::new();
         batch.put_account_data(user_id, room_id, kind, content, replaces);

@@ -10,6 +10,7 @@ pub mod notifier;
 pub mod password;
 pub mod presence;
 pub mod profiles;
+pub mod push_rules;
 pub mod rate_limit;
 pub mod rooms;
 pub mod secrets;

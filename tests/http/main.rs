@@ -9,6 +9,7 @@ mod errors;
 mod history;
 mod login;
 mod profile;
+mod push_rules;
 mod registration;
 mod rooms_api;
 mod rooms_auth;

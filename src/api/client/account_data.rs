@@ -7,7 +7,7 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    api::extract::{self, Auth, GuestAuth, Path},
+    api::extract::{self, GuestAuth, Path},
     error::{Error, Result},
     service::{Services, accounts::Session},
 };
@@ -108,22 +108,4 @@ pub async fn delete_tag(
         services.account_data.put(&user_id, Some(&room_id), "m.tag", json!({ "tags": tags })).await?;
     }
     Ok(Json(json!({})))
-}
-
-/// The user's push rules. They cannot be changed yet (no `PUT`/`DELETE` under
-/// `/pushrules/global/{kind}/{ruleId}`), so they are the spec's defaults for the user.
-fn push_rules(session: &Session) -> Result<Value> {
-    serde_json::to_value(ruma::push::Ruleset::server_default(&session.user_id))
-        .map_err(|e| Error::internal(format!("push rules: {e}")))
-}
-
-/// `GET /pushrules/`: every client reads them before its first sync (matrix-js-sdk retries until
-/// it has them).
-pub async fn all_push_rules(Auth(session): Auth) -> Result<Json<Value>> {
-    Ok(Json(json!({ "global": push_rules(&session)? })))
-}
-
-/// `GET /pushrules/global/`.
-pub async fn global_push_rules(Auth(session): Auth) -> Result<Json<Value>> {
-    Ok(Json(push_rules(&session)?))
 }

@@ -8,6 +8,7 @@ pub mod discovery;
 mod ephemeral;
 mod history;
 mod profile;
+mod push_rules;
 mod register;
 mod relations;
 mod room_events;
@@ -49,8 +50,14 @@ pub fn v3_routes() -> Router<Arc<Services>> {
             get(profile::get_field).put(profile::set_field).delete(profile::delete_field),
         )
         .route("/user/{user_id}/account_data/{kind}", get(account_data::get).put(account_data::set))
-        .route("/pushrules/", get(account_data::all_push_rules))
-        .route("/pushrules/global/", get(account_data::global_push_rules))
+        .route("/pushrules/", get(push_rules::all))
+        .route("/pushrules/{scope}/", get(push_rules::global))
+        .route(
+            "/pushrules/{scope}/{kind}/{rule_id}",
+            get(push_rules::get).put(push_rules::put).delete(push_rules::delete),
+        )
+        .route("/pushrules/{scope}/{kind}/{rule_id}/enabled", get(push_rules::get_enabled).put(push_rules::set_enabled))
+        .route("/pushrules/{scope}/{kind}/{rule_id}/actions", get(push_rules::get_actions).put(push_rules::set_actions))
         .merge(room_routes())
         .route("/sync", get(sync::sync))
         .route("/user/{user_id}/filter", post(sync::create_filter))

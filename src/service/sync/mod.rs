@@ -19,6 +19,7 @@ use super::{
     accounts::Session,
     filters::{Filter, RoomEventFilter},
     presence,
+    push_rules::PUSH_RULES,
     rooms::{StateMap, read::Viewer},
 };
 use crate::{
@@ -440,11 +441,15 @@ impl Builder<'_> {
         let filter = &self.request.filter.account_data;
         let storage = &self.services.storage;
         let kinds: Vec<(String, Value)> = if self.initial() {
-            storage
-                .all_account_data(self.user(), None)?
-                .into_iter()
-                .map(|(kind, record)| (kind, record.content))
-                .collect()
+            // Push rules always, as Synapse sends them: the defaults until the user changes one.
+            let rules = self.services.account_data.push_rules_json(self.user())?;
+            let mut kinds = vec![(PUSH_RULES.to_owned(), json!({ "global": rules }))];
+            for (kind, record) in storage.all_account_data(self.user(), None)? {
+                if kind != PUSH_RULES {
+                    kinds.push((kind, record.content));
+                }
+            }
+            kinds
         } else {
             let mut kinds = Vec::new();
             for change in storage.account_data_changes(self.user(), self.since, self.now.position)? {
