@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub well_known: WellKnownConfig,
     #[serde(default)]
+    pub federation: FederationConfig,
+    #[serde(default)]
     pub log: LogConfig,
     /// `MYELIN_*` variables that name no setting (scripts use some, such as `MYELIN_BIN`); they
     /// are ignored and reported at start.
@@ -49,7 +51,7 @@ pub struct Config {
 /// The top-level keys of [`Config`]. A variable `MYELIN_X` or `MYELIN_X__Y` whose `x` is not one
 /// of them is not meant for the server; one whose `x` is, but names no setting, is a typo and an
 /// error. A test checks this list against the struct.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "server_name",
     "public_baseurl",
     "listen",
@@ -62,6 +64,7 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "rooms",
     "presence",
     "well_known",
+    "federation",
     "log",
     "ignored_variables",
 ];
@@ -233,6 +236,81 @@ pub struct WellKnownConfig {
     pub server: Option<String>,
 }
 
+/// Talking to other homeservers: our published keys, the keys of others, outbound requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// How long others may cache our signing keys (`valid_until_ts` of `/_matrix/key/v2/server`).
+    pub key_validity_secs: u64,
+    /// Notary servers asked for a server's keys when the server itself does not answer.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_key_servers: Vec<String>,
+    /// Time limit of each outbound federation request, in seconds.
+    pub request_timeout_secs: u64,
+    /// An extra certificate authority (PEM) trusted for outbound federation, besides the system's.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any certificate from other servers. For tests only: it lets anyone impersonate them.
+    pub tls_insecure_skip_verify: bool,
+    /// Address ranges outbound requests never connect to (CIDR, or single addresses).
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub ip_range_denylist: Vec<String>,
+    /// Exceptions to the deny list, e.g. `127.0.0.1` for federation tests on one machine.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub ip_range_allowlist: Vec<String>,
+}
+
+/// Addresses that are not on the public internet, as in Synapse's `ip_range_blacklist` (plus
+/// "this network" and the unspecified IPv6 address): an outbound request must not be a way to
+/// reach the server's own network.
+pub const DEFAULT_IP_RANGE_DENYLIST: [&str; 21] = [
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+];
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            key_validity_secs: 7 * 24 * 3600,
+            trusted_key_servers: Vec::new(),
+            request_timeout_secs: 60,
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
+            ip_range_denylist: DEFAULT_IP_RANGE_DENYLIST.iter().map(|s| s.to_string()).collect(),
+            ip_range_allowlist: Vec::new(),
+        }
+    }
+}
+
+impl FederationConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// Parses an address range: CIDR (`10.0.0.0/8`, `fc00::/7`) or a single address (`127.0.0.1`).
+pub fn parse_ip_range(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -369,6 +447,32 @@ impl Config {
         {
             return fail("well_known.server", "must be `host` or `host:port`, not a URL");
         }
+        let fed = &self.federation;
+        if fed.key_validity_secs < 3600 {
+            // The spec asks servers not to publish keys that expire within the hour.
+            return fail("federation.key_validity_secs", "must be at least 3600");
+        }
+        if fed.request_timeout_secs == 0 {
+            return fail("federation.request_timeout_secs", "must be at least 1");
+        }
+        for server in &fed.trusted_key_servers {
+            if <&ruma::ServerName>::try_from(server.as_str()).is_err() {
+                return fail("federation.trusted_key_servers", &format!("`{server}` is not a server name"));
+            }
+        }
+        if let Some(path) = &fed.tls_ca_file
+            && !path.is_file()
+        {
+            return fail("federation.tls_ca_file", &format!("{} does not exist or is not a file", path.display()));
+        }
+        for (key, list) in [
+            ("federation.ip_range_denylist", &fed.ip_range_denylist),
+            ("federation.ip_range_allowlist", &fed.ip_range_allowlist),
+        ] {
+            if let Some(bad) = list.iter().find(|range| parse_ip_range(range).is_none()) {
+                return fail(key, &format!("`{bad}` is not an address or CIDR range"));
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail("log.level", "not a valid filter (try `info` or `myelin=debug,info`)");
         }
@@ -480,6 +584,40 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).unwrap();
         Config::load(Some(&path), Vec::new()).unwrap_err().0
+    }
+
+    #[test]
+    fn federation_settings_have_safe_defaults_and_are_checked() {
+        let config = Config::load(None, env(&[("MYELIN_SERVER_NAME", "a.b")])).unwrap();
+        let fed = &config.federation;
+        assert_eq!(fed.key_validity_secs, 7 * 24 * 3600);
+        assert!(fed.trusted_key_servers.is_empty());
+        assert!(!fed.tls_insecure_skip_verify);
+        assert!(fed.ip_range_denylist.iter().any(|r| r == "127.0.0.0/8"));
+        assert!(fed.ip_range_allowlist.is_empty());
+        let config = Config::load(
+            None,
+            env(&[
+                ("MYELIN_SERVER_NAME", "a.b"),
+                ("MYELIN_FEDERATION__IP_RANGE_ALLOWLIST", "127.0.0.1, ::1"),
+                ("MYELIN_FEDERATION__TRUSTED_KEY_SERVERS", "matrix.org,notary.example:8448"),
+                ("MYELIN_FEDERATION__IP_RANGE_DENYLIST", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.federation.ip_range_allowlist, ["127.0.0.1", "::1"]);
+        assert_eq!(config.federation.trusted_key_servers, ["matrix.org", "notary.example:8448"]);
+        assert!(config.federation.ip_range_denylist.is_empty());
+        for (key, value) in [
+            ("MYELIN_FEDERATION__IP_RANGE_DENYLIST", "10.0.0.0/33"),
+            ("MYELIN_FEDERATION__IP_RANGE_ALLOWLIST", "localhost"),
+            ("MYELIN_FEDERATION__TRUSTED_KEY_SERVERS", "not a name"),
+            ("MYELIN_FEDERATION__KEY_VALIDITY_SECS", "60"),
+            ("MYELIN_FEDERATION__TLS_CA_FILE", "/does/not/exist.pem"),
+        ] {
+            let err = Config::load(None, env(&[("MYELIN_SERVER_NAME", "a.b"), (key, value)])).unwrap_err().0;
+            assert!(err.contains("federation."), "{key}: {err}");
+        }
     }
 
     #[test]

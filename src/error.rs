@@ -24,6 +24,22 @@ pub enum Error {
     /// Any other failure inside the server.
     #[error("internal: {0}")]
     Internal(Cow<'static, str>),
+    /// A request to another homeserver failed: no answer, or an error answer. Handlers that call
+    /// out decide what their client sees; left alone it is a 502.
+    #[error("{0}")]
+    Remote(Box<RemoteError>),
+}
+
+/// What went wrong talking to another server.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("request to {destination} failed: {message}")]
+pub struct RemoteError {
+    pub destination: String,
+    /// The HTTP status of its answer; `None` when none came (DNS, refused address, TLS, timeout).
+    pub status: Option<u16>,
+    /// The Matrix `errcode` of its answer, if it sent one.
+    pub errcode: Option<String>,
+    pub message: String,
 }
 
 /// The Matrix error codes this server uses, each with its HTTP status.
@@ -207,6 +223,20 @@ impl Error {
 
     pub fn internal(message: impl Into<Cow<'static, str>>) -> Self {
         Self::Internal(message.into())
+    }
+
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Unauthorized, message)
+    }
+
+    /// A failed request to `destination` that got no answer.
+    pub fn unreachable(destination: impl ToString, message: impl ToString) -> Self {
+        Self::Remote(Box::new(RemoteError {
+            destination: destination.to_string(),
+            status: None,
+            errcode: None,
+            message: message.to_string(),
+        }))
     }
 
     /// The errcode kind, if this is a Matrix refusal.

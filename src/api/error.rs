@@ -25,6 +25,10 @@ impl IntoResponse for Error {
                 tracing::error!(%message, "internal error");
                 matrix_error(&ErrorKind::Unknown, "Internal server error").with_status(500)
             }
+            Error::Remote(remote) => {
+                tracing::info!(error = %remote, "federation request failed");
+                matrix_error(&ErrorKind::Unknown, &remote.to_string()).with_status(502)
+            }
         }
     }
 }

@@ -87,4 +87,32 @@ impl ServerKeys {
     pub fn pair(&self) -> &impl KeyPair {
         &self.pair
     }
+
+    /// The key pair itself, for ruma's X-Matrix request signing.
+    pub fn ed25519(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
+    /// Adds this server's signature to any JSON object (key responses, notary answers).
+    pub fn sign_json(&self, server_name: &str, object: &mut CanonicalJsonObject) -> Result<()> {
+        ruma::signatures::sign_json(server_name, &self.pair, object)
+            .map_err(|e| Error::internal(format!("signing JSON: {e}")))
+    }
+
+    /// What `/_matrix/key/v2/server` publishes: our key, valid until `valid_until_ts`, signed.
+    /// There are no old keys yet: the key never changes.
+    pub fn signed_key_response(&self, server_name: &str, valid_until_ts: u64) -> Result<CanonicalJsonObject> {
+        let key: Base64 = Base64::new(self.public_key().to_vec());
+        let key = key.encode();
+        let value = serde_json::json!({
+            "server_name": server_name,
+            "verify_keys": { self.key_id(): { "key": key } },
+            "old_verify_keys": {},
+            "valid_until_ts": valid_until_ts,
+        });
+        let mut object: CanonicalJsonObject =
+            serde_json::from_value(value).map_err(|e| Error::internal(format!("key response: {e}")))?;
+        self.sign_json(server_name, &mut object)?;
+        Ok(object)
+    }
 }

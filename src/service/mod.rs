@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod federation;
 pub mod filters;
 pub mod keys;
 pub mod locks;
@@ -46,6 +47,8 @@ pub struct Services {
     /// Lazy-loaded members each device was sent.
     pub lazy_members: sync::lazy::SentMembers,
     pub shared_secret: shared_secret::SharedSecretRegistration,
+    /// Other homeservers: discovery, the outbound client, their keys.
+    pub federation: federation::Federation,
 }
 
 impl Services {
@@ -54,6 +57,7 @@ impl Services {
         let config = Arc::new(config);
         let storage = Arc::new(storage);
         let keys = Arc::new(keys::ServerKeys::load_or_generate(&storage).await?);
+        let federation = federation::Federation::new(&config, storage.clone(), keys.clone())?;
         let notifier = Arc::new(notifier::Notifier::default());
         let serial = Arc::new(typing::EphemeralSerial::default());
         Ok(Arc::new(Self {
@@ -73,6 +77,7 @@ impl Services {
             serial,
             rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
             shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
+            federation,
             config,
             storage,
         }))

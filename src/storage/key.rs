@@ -299,6 +299,25 @@ pub fn transaction(user_id: &UserId, device_id: &DeviceId, scope: &str, txn_id: 
     KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).str(scope).str(txn_id).build()
 }
 
+/// `ServerKeys`: one signing key of another server.
+pub fn server_key(server: &str, key_id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(server).str(key_id).build()
+}
+
+/// `ServerKeys`: every key of one server.
+pub fn server_keys_prefix(server: &str) -> Vec<u8> {
+    KeyBuilder::new().str(server).build()
+}
+
+/// Reads the key ID part of a `server_key` key.
+pub fn key_id_of_server_key(key: &[u8]) -> Result<&str, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    let key_id = reader.str()?;
+    reader.finish()?;
+    Ok(key_id)
+}
+
 #[cfg(test)]
 mod tests {
     use ruma::{device_id, room_id, user_id};
@@ -364,6 +383,14 @@ mod tests {
         assert!(!timeline(256, 7).starts_with(&room_prefix(1)));
         assert_eq!(timeline_position_of(&timeline(3, 42)).unwrap(), 42);
         assert_eq!(member_of(&room_member(3, ruma::user_id!("@a:b"))).unwrap(), "@a:b");
+    }
+
+    #[test]
+    fn server_keys_of_one_server_share_a_prefix_that_no_longer_name_matches() {
+        let key = server_key("example.org", "ed25519:abc");
+        assert!(key.starts_with(&server_keys_prefix("example.org")));
+        assert!(!server_key("example.org.evil", "ed25519:abc").starts_with(&server_keys_prefix("example.org")));
+        assert_eq!(key_id_of_server_key(&key).unwrap(), "ed25519:abc");
     }
 
     #[test]

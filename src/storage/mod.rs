@@ -19,6 +19,7 @@ mod rocks;
 mod rooms;
 mod schema;
 mod sequence;
+mod server_keys;
 mod writer;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use rooms::*;
 pub use schema::Column;
 pub use sequence::Sequence;
 use serde::de::DeserializeOwned;
+pub use server_keys::StoredServerKey;
 pub use writer::{Committed, WriteStats};
 
 use crate::config::DatabaseConfig;

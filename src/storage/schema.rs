@@ -84,6 +84,10 @@ pub enum Column {
     /// Thread roots of a room by their latest activity. Key: short room ID `++` position of the
     /// latest reply. Value: the root's short event ID.
     ThreadActivity,
+    /// Other servers' signing keys, as fetched from them or from notaries; kept after they expire
+    /// to check old events. Key: `server_name ++ key_id`. Value: `StoredServerKey` (the key, until
+    /// when it is valid or when it expired, and the signed response it came in, for notary answers).
+    ServerKeys,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -96,7 +100,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 29] = [
+    pub const ALL: [Column; 30] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -126,6 +130,7 @@ impl Column {
         Column::ToDevice,
         Column::Relations,
         Column::ThreadActivity,
+        Column::ServerKeys,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -160,6 +165,7 @@ impl Column {
             Column::ToDevice => "to_device",
             Column::Relations => "relations",
             Column::ThreadActivity => "thread_activity",
+            Column::ServerKeys => "server_keys",
         }
     }
 
@@ -193,7 +199,8 @@ impl Column {
             | Column::ReceiptChanges
             | Column::ToDevice
             | Column::Relations
-            | Column::ThreadActivity => Access::Scan,
+            | Column::ThreadActivity
+            | Column::ServerKeys => Access::Scan,
         }
     }
 }

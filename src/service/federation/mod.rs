@@ -1,0 +1,51 @@
+//! Federation: talking to other homeservers.
+//!
+//! - [`discovery`]: where a server name's requests go (the spec's server name resolution).
+//! - [`client`]: outbound requests, X-Matrix signed, over verified TLS, never to denied addresses.
+//! - [`keys`]: other servers' signing keys (fetched, checked, stored) and our notary answers.
+//! - [`ip_ranges`]: the address deny list.
+//! - [`acl`]: server ACLs of rooms (`Services::check_server_acl`).
+//!
+//! Inbound X-Matrix verification is in the API layer (`api::federation::auth`), over [`keys`].
+
+pub mod acl;
+pub mod client;
+pub mod discovery;
+pub mod ip_ranges;
+pub mod keys;
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::OwnedServerName;
+
+use crate::{config::Config, error::Result, service::keys::ServerKeys, storage::Storage};
+
+/// The federation services, built once with the others.
+pub struct Federation {
+    pub discovery: Arc<discovery::Discovery>,
+    pub client: Arc<client::FederationClient>,
+    pub keys: Arc<keys::RemoteKeys>,
+}
+
+impl Federation {
+    pub fn new(config: &Config, storage: Arc<Storage>, own: Arc<ServerKeys>) -> Result<Self> {
+        let fed = &config.federation;
+        let (discovery, client) = client::build(fed, config.server_name.clone(), own.clone())?;
+        let client = Arc::new(client);
+        let notaries = fed
+            .trusted_key_servers
+            .iter()
+            .filter_map(|name| OwnedServerName::try_from(name.as_str()).ok())
+            .filter(|name| *name != config.server_name)
+            .collect();
+        let keys = Arc::new(keys::RemoteKeys::new(
+            storage,
+            client.clone(),
+            own,
+            config.server_name.clone(),
+            notaries,
+            Duration::from_secs(fed.key_validity_secs),
+        ));
+        Ok(Self { discovery, client, keys })
+    }
+}
