@@ -11,3 +11,4 @@ pub mod logging;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;

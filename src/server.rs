@@ -1,5 +1,5 @@
-//! Running the server: bind the listeners, serve until SIGINT/SIGTERM, then let in-flight requests
-//! finish and close the database.
+//! Running the server: bind the listeners (client API over HTTP, federation over TLS), serve until
+//! SIGINT/SIGTERM, then let in-flight requests finish and close the database.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -22,16 +22,35 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen.client))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    // Bound before the client address is announced, so that whoever waits for that line can
+    // use both.
+    let federation = match (config.listen.federation, &config.tls.cert, &config.tls.key) {
+        (Some(federation), Some(cert), Some(key)) => {
+            let tls = crate::tls::server_config(cert, key)?;
+            let tcp = TcpListener::bind(federation).await.map_err(|e| format!("cannot listen on {federation}: {e}"))?;
+            let listener = crate::tls::TlsListener::new(tcp, tls).map_err(|e| e.to_string())?;
+            let address = axum::serve::Listener::local_addr(&listener).map_err(|e| e.to_string())?;
+            tracing::info!("federation API listening on https://{address}");
+            println!("myelin: federation on https://{address}");
+            Some(listener)
+        }
+        _ => None,
+    };
     tracing::info!(server_name = %config.server_name, "client API listening on http://{address}");
     println!("myelin: listening on http://{address}");
-    if config.listen.federation.is_some() {
-        tracing::warn!("federation is not implemented yet; `listen.federation` is not bound");
-    }
 
     tokio::spawn(Services::run_presence_sweeps(Arc::downgrade(&services)));
     let app = crate::api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut servers = Vec::new();
+    let client_stopped = until_stopped();
+    servers.push(tokio::spawn(async move {
         // Without TCP_NODELAY, a small write that follows another (a WebSocket update after an
         // answer) waits for the peer's delayed ACK: 40 ms of latency for nothing.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -39,20 +58,25 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+        axum::serve(listener, app).with_graceful_shutdown(client_stopped).await
+    }));
+    if let Some(listener) = federation {
+        let app = crate::api::federation_router(services.clone()).into_make_service();
+        let federation_stopped = until_stopped();
+        servers.push(tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(federation_stopped).await
+        }));
+    }
 
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     services.shutdown.send_replace(true);
-    let _ = stop.send(());
+    stop.send_replace(true);
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
     let finished = async {
-        server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        for server in servers {
+            server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        }
         // Upgraded connections (WebSockets) are outside axum's graceful shutdown; each holds the
         // services until it has sent its close frame.
         while Arc::strong_count(&services) > 1 {

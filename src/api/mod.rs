@@ -4,6 +4,7 @@
 mod client;
 mod error;
 mod extract;
+mod federation;
 mod synapse_admin;
 
 use std::{sync::Arc, time::Duration};
@@ -28,6 +29,21 @@ use crate::{
     service::Services,
 };
 
+/// Federation bodies may be larger than client ones: a transaction carries up to 50 PDUs of 64 KiB.
+const FEDERATION_MIN_BODY: usize = 8 * 1024 * 1024;
+
+/// The federation router, for the TLS listener: the federation and key APIs only.
+pub fn federation_router(services: Arc<Services>) -> Router {
+    let max_body = services.config.limits.max_request_size.max(FEDERATION_MIN_BODY);
+    federation::routes()
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(trace_layer())
+        .with_state(services)
+}
+
 /// The client-facing router (client API, Synapse-compatible admin endpoints, health).
 pub fn router(services: Arc<Services>) -> Router {
     let max_body = services.config.limits.max_request_size;
@@ -49,27 +65,32 @@ pub fn router(services: Arc<Services>) -> Router {
         .layer(middleware::from_fn(answer_options))
         .layer(cors())
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<Body>| {
-                    // The path only: query strings can carry access tokens.
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        user = tracing::field::Empty,
-                    )
-                })
-                .on_request(())
-                .on_response(|response: &Response, latency: Duration, _span: &tracing::Span| {
-                    tracing::debug!(
-                        status = response.status().as_u16(),
-                        latency_ms = latency.as_millis() as u64,
-                        "response"
-                    );
-                }),
-        )
+        .layer(trace_layer())
         .with_state(services)
+}
+
+/// A `request` span per request with method and path (never the query string, which can carry
+/// an access token), and the status and latency at debug level.
+#[allow(clippy::type_complexity)] // The layer's type, closures and all: naming it is all it takes.
+fn trace_layer() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&Request<Body>) -> tracing::Span + Clone,
+    (),
+    impl Fn(&Response, Duration, &tracing::Span) + Clone,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<Body>| {
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                user = tracing::field::Empty,
+            )
+        })
+        .on_request(())
+        .on_response(|response: &Response, latency: Duration, _span: &tracing::Span| {
+            tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+        })
 }
 
 async fn unrecognized() -> Error {

@@ -6,6 +6,7 @@ mod cli;
 mod devices;
 mod ephemeral;
 mod errors;
+mod federation;
 mod history;
 mod login;
 mod profile;

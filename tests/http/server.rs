@@ -18,6 +18,10 @@ pub const SERVER_NAME: &str = "test.local";
 pub struct TestServer {
     child: Option<Child>,
     pub base: String,
+    /// `https://127.0.0.1:PORT` of the federation listener, when it is on.
+    pub federation: Option<String>,
+    /// The server name (`SERVER_NAME`, or `127.0.0.1:PORT` for federating servers).
+    pub server_name: String,
     dir: tempfile::TempDir,
     stderr_log: PathBuf,
     env: Vec<(String, String)>,
@@ -58,16 +62,48 @@ impl TestServer {
         Self::start_env(&[], overrides).await
     }
 
+    /// Starts with the federation listener on a free loopback port, named `127.0.0.1:PORT`, with
+    /// a certificate of the test CA, trusting that CA and allowed to reach loopback addresses.
+    pub async fn start_federating(overrides: &[(&str, &str)]) -> Self {
+        Self::start_full(&[], overrides, true).await
+    }
+
     async fn start_env(removed: &[&str], overrides: &[(&str, &str)]) -> Self {
+        Self::start_full(removed, overrides, false).await
+    }
+
+    async fn start_full(removed: &[&str], overrides: &[(&str, &str)], federating: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut env = base_env(&dir.path().join("db"));
         env.retain(|(k, _)| !removed.contains(&k.as_str()));
+        if federating {
+            let tls = test_tls();
+            let path = |name: &str, pem: &str| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, pem).unwrap();
+                path.to_str().unwrap().to_owned()
+            };
+            let address = format!("127.0.0.1:{}", free_port());
+            for (key, value) in [
+                ("MYELIN_SERVER_NAME", address.clone()),
+                ("MYELIN_LISTEN__FEDERATION", address.clone()),
+                ("MYELIN_TLS__CERT", path("cert.pem", &tls.cert_pem)),
+                ("MYELIN_TLS__KEY", path("key.pem", &tls.key_pem)),
+                ("MYELIN_FEDERATION__TLS_CA_FILE", path("ca.pem", &tls.ca_pem)),
+                ("MYELIN_FEDERATION__IP_RANGE_ALLOWLIST", "127.0.0.1".to_owned()),
+            ] {
+                env.retain(|(k, _)| k != key);
+                env.push((key.to_owned(), value));
+            }
+        }
         for (key, value) in overrides {
             env.retain(|(k, _)| k != key);
             env.push((key.to_string(), value.to_string()));
         }
+        let server_name =
+            env.iter().find(|(k, _)| k == "MYELIN_SERVER_NAME").map_or(SERVER_NAME.to_owned(), |(_, v)| v.clone());
         let stderr_log = dir.path().join("stderr.log");
-        let mut server = Self { child: None, base: String::new(), dir, stderr_log, env };
+        let mut server = Self { child: None, base: String::new(), federation: None, server_name, dir, stderr_log, env };
         server.spawn();
         server
     }
@@ -87,15 +123,24 @@ impl TestServer {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("myelin: listening on ") {
-                    let _ = found.send(url.to_owned());
+                    let _ = found.send((false, url.to_owned()));
+                } else if let Some(url) = line.strip_prefix("myelin: federation on ") {
+                    let _ = found.send((true, url.to_owned()));
                 }
             }
         });
-        match address.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => self.base = url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("myelin did not start; its log:\n{}", self.log());
+        // The federation line, if any, comes first.
+        loop {
+            match address.recv_timeout(Duration::from_secs(30)) {
+                Ok((true, url)) => self.federation = Some(url),
+                Ok((false, url)) => {
+                    self.base = url;
+                    break;
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("myelin did not start; its log:\n{}", self.log());
+                }
             }
         }
         self.child = Some(child);
@@ -246,6 +291,37 @@ impl User {
     pub fn password_auth(&self) -> Value {
         json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": self.user_id }, "password": self.password })
     }
+}
+
+/// TLS material for federating test servers: a CA, and a certificate it signed for `localhost`
+/// and `127.0.0.1` (every test server shares it: they all live on 127.0.0.1).
+pub struct TestTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Generated once per test process.
+pub fn test_tls() -> &'static TestTls {
+    static TLS: std::sync::OnceLock<TestTls> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "Myelin test CA");
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let cert_pem = leaf.signed_by(&key, &issuer).unwrap().pem();
+        TestTls { ca_pem, cert_pem, key_pem: key.serialize_pem() }
+    })
+}
+
+/// A port nobody listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn signal(pid: u32, name: &str) {
