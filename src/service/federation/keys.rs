@@ -173,6 +173,29 @@ impl RemoteKeys {
         map
     }
 
+    /// The keys to verify a signed object (an event) with: for each of `servers`, the key IDs its
+    /// `signatures` name, as [`Self::public_key_map`] wants them. For events, `servers` is
+    /// `ruma::signatures::required_server_signatures_to_verify_event`.
+    pub fn signing_key_ids<'a>(
+        object: &CanonicalJsonObject,
+        servers: impl IntoIterator<Item = &'a ServerName>,
+    ) -> BTreeMap<OwnedServerName, Vec<String>> {
+        let signatures = match object.get("signatures") {
+            Some(CanonicalJsonValue::Object(signatures)) => Some(signatures),
+            _ => None,
+        };
+        servers
+            .into_iter()
+            .map(|server| {
+                let ids = match signatures.and_then(|s| s.get(server.as_str())) {
+                    Some(CanonicalJsonValue::Object(by_key)) => by_key.keys().cloned().collect(),
+                    _ => Vec::new(),
+                };
+                (server.to_owned(), ids)
+            })
+            .collect()
+    }
+
     /// Every stored key of `server` (our own included), expired or not, without fetching.
     pub fn known(&self, server: &ServerName) -> Result<Arc<Vec<KnownKey>>> {
         if server == self.server_name {

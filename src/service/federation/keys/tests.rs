@@ -242,3 +242,22 @@ fn key_validity_rules() {
     assert!(key(now, Some(now)).signs_events_at(Some(now - 1)));
     assert!(!key(now, Some(now)).signs_events_at(Some(now)));
 }
+
+#[tokio::test]
+async fn a_key_map_for_an_event_names_the_keys_its_signatures_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = services(dir.path(), "example.org").await;
+    let keys = &services.federation.keys;
+    let remote = server_name!("10.0.0.8:8448");
+    let key = remote_key(10, "a");
+    keys.remember(remote, response(remote, &key, now_ms() + DAY, None)).await.unwrap();
+    let mut event: CanonicalJsonObject =
+        serde_json::from_value(json!({ "type": "m.room.message", "content": {} })).unwrap();
+    key.sign_json(remote.as_str(), &mut event).unwrap();
+
+    let wanted = super::RemoteKeys::signing_key_ids(&event, [remote, server_name!("10.0.0.9:8448")]);
+    assert_eq!(wanted[remote], ["ed25519:a"]);
+    assert!(wanted[server_name!("10.0.0.9:8448")].is_empty());
+    let map = keys.public_key_map(wanted, Some(now_ms())).await;
+    ruma::signatures::verify_json(&[(remote.to_string(), map[remote.as_str()].clone())].into(), &event).unwrap();
+}
