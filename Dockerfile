@@ -1,51 +1,27 @@
-# Myelin container image.
+# Myelin container image, from a release binary built on Debian 12 (bookworm).
 #
+#   cargo build --release
 #   docker build -t myelin .
-#   docker run -d --name myelin -p 8008:8008 -v myelin-data:/data \
+#   docker run -d --name myelin -p 127.0.0.1:8008:8008 -v myelin-data:/data \
 #       -e MYELIN_SERVER_NAME=example.org myelin
 #   docker run --rm -v myelin-data:/data -e MYELIN_SERVER_NAME=example.org myelin \
 #       create-user admin --admin --password '...'          # while the server is stopped
+#
+# The binary comes from the build context: `target/release/myelin` by default, or the path given
+# with `--build-arg BINARY=...` (inside the context). It links Debian 12's RocksDB (librocksdb7.8),
+# so build it on Debian 12 or in a Debian 12 container. `.dockerignore` keeps everything else out of
+# the context.
 #
 # Configuration is by MYELIN_* environment variables (docs/configuration.md), or a TOML file
 # mounted into the container: `... myelin serve --config /etc/myelin/myelin.toml`.
 # The database lives in the volume /data, owned by the unprivileged user myelin (uid/gid 10001):
 # a bind-mounted host directory must be writable by that uid.
 #
-# Works with the classic builder and with BuildKit; it needs no BuildKit-only syntax.
-# Base images: rust:1.95-slim-bookworm and debian:bookworm-slim. On machines without registry
-# access, `complement/build-base-images` makes local stand-ins for both (build with
-# `docker build --network host .` when the daemon has no bridge network).
+# Base image: debian:bookworm-slim. On machines that cannot pull from a registry,
+# `complement/build-base-images debian` makes a local one with debootstrap and `docker import`;
+# tests/docker/run builds and runs this image that way. Building needs Debian's package mirror
+# (`docker build --network host .` when the daemon has no bridge network).
 
-# ---- build ---------------------------------------------------------------------------------------
-FROM rust:1.95-slim-bookworm AS builder
-
-# RocksDB is Debian's (librocksdb-dev 7.8.3, linked dynamically: see .cargo/config.toml);
-# bindgen needs libclang.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libclang-dev librocksdb-dev pkg-config \
- && rm -rf /var/lib/apt/lists/*
-
-WORKDIR /src
-
-# Dependencies first, in a layer of their own that only Cargo.toml, Cargo.lock and .cargo/ invalidate.
-# Stub sources stand in for the crate: one for every target Cargo.toml names (keep in step with it).
-COPY Cargo.toml Cargo.lock ./
-COPY .cargo .cargo
-RUN mkdir -p src benches \
- && echo 'fn main() {}' >src/main.rs \
- && : >src/lib.rs \
- && echo 'fn main() {}' >benches/storage.rs \
- && cargo build --release --locked \
- && rm -rf src benches target/release/myelin target/release/myelin.d \
-           target/release/.fingerprint/myelin-* target/release/deps/myelin-* target/release/deps/libmyelin-*
-
-# Then the crate itself.
-COPY . .
-RUN cargo build --release --locked \
- && install -m 0755 target/release/myelin /usr/local/bin/myelin \
- && myelin --version
-
-# ---- run -----------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
 ARG VERSION=unknown
@@ -70,7 +46,9 @@ RUN groupadd --system --gid 10001 myelin \
  && chown myelin:myelin /data \
  && chmod 0700 /data
 
-COPY --from=builder /usr/local/bin/myelin /usr/local/bin/myelin
+ARG BINARY=target/release/myelin
+COPY ${BINARY} /usr/local/bin/myelin
+RUN myelin --version
 
 ENV MYELIN_DATABASE__PATH=/data \
     MYELIN_LISTEN__CLIENT=0.0.0.0:8008
