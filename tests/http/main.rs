@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod cli;
+mod crash;
 mod devices;
 mod ephemeral;
 mod errors;
