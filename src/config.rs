@@ -185,6 +185,12 @@ pub struct RateLimitsConfig {
     pub registration: Rate,
     /// Username-availability and registration-token checks per client IP address.
     pub availability_checks: Rate,
+    /// Events sent per user: messages, state changes and redactions.
+    pub messages: Rate,
+    /// Joins and knocks per user.
+    pub joins: Rate,
+    /// Invites sent per user.
+    pub invites: Rate,
 }
 
 impl Default for RateLimitsConfig {
@@ -195,6 +201,9 @@ impl Default for RateLimitsConfig {
             failed_login: Rate { per_second: 0.1, burst: 5 },
             registration: Rate { per_second: 0.2, burst: 5 },
             availability_checks: Rate { per_second: 1.0, burst: 20 },
+            messages: Rate { per_second: 1.0, burst: 20 },
+            joins: Rate { per_second: 0.1, burst: 10 },
+            invites: Rate { per_second: 0.02, burst: 10 },
         }
     }
 }

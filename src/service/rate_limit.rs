@@ -14,6 +14,9 @@ pub enum Limit {
     FailedLogin,
     Registration,
     AvailabilityCheck,
+    Message,
+    Join,
+    Invite,
 }
 
 /// Buckets above this count trigger a sweep of the full ones (which carry no information).
@@ -39,6 +42,9 @@ impl RateLimits {
                 (Limit::FailedLogin, config.failed_login),
                 (Limit::Registration, config.registration),
                 (Limit::AvailabilityCheck, config.availability_checks),
+                (Limit::Message, config.messages),
+                (Limit::Join, config.joins),
+                (Limit::Invite, config.invites),
             ]),
             buckets: Mutex::new(HashMap::new()),
         }

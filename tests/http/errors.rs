@@ -161,6 +161,70 @@ async fn rate_limits_answer_429_with_a_retry_time() {
 }
 
 #[tokio::test]
+async fn sends_joins_and_invites_are_limited_per_user() {
+    let server = TestServer::start_with(&[
+        ("MYELIN_RATE_LIMITS__ENABLED", "true"),
+        ("MYELIN_RATE_LIMITS__MESSAGES__PER_SECOND", "0.01"),
+        ("MYELIN_RATE_LIMITS__MESSAGES__BURST", "3"),
+        ("MYELIN_RATE_LIMITS__JOINS__PER_SECOND", "0.01"),
+        ("MYELIN_RATE_LIMITS__JOINS__BURST", "1"),
+        ("MYELIN_RATE_LIMITS__INVITES__PER_SECOND", "0.01"),
+        ("MYELIN_RATE_LIMITS__INVITES__BURST", "1"),
+    ])
+    .await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let (_, created) =
+        server.post("/_matrix/client/v3/createRoom", alice.tok(), json!({ "preset": "public_chat" })).await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let send = |user: &crate::server::User, txn: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let token = user.token.clone();
+        let server = &server;
+        async move { server.put(&path, Some(&token), json!({ "msgtype": "m.text", "body": "hi" })).await }
+    };
+    // Events (messages and state alike) share one bucket per user.
+    for txn in ["t1", "t2"] {
+        assert_eq!(send(&alice, txn).await.0, 200);
+    }
+    let topic = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic");
+    assert_eq!(server.put(&topic, alice.tok(), json!({ "topic": "x" })).await.0, 200);
+    let refused = send(&alice, "t3").await;
+    assert_error(&refused, 429, "M_LIMIT_EXCEEDED");
+    assert!(refused.1["retry_after_ms"].as_u64().unwrap() > 0);
+    assert_error(&server.put(&topic, alice.tok(), json!({ "topic": "y" })).await, 429, "M_LIMIT_EXCEEDED");
+    let (_, messages) =
+        server.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"), alice.tok()).await;
+    let sent = messages["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").count();
+    assert_eq!(sent, 2, "a refused send stores nothing");
+
+    // Joins per user; one user's limit is not another's.
+    let join = |user: &crate::server::User| {
+        let path = format!("/_matrix/client/v3/join/{room}");
+        let token = user.token.clone();
+        let server = &server;
+        async move { server.post(&path, Some(&token), json!({})).await }
+    };
+    assert_eq!(join(&bob).await.0, 200);
+    assert_eq!(send(&bob, "b1").await.0, 200);
+    let (_, other) =
+        server.post("/_matrix/client/v3/createRoom", carol.tok(), json!({ "preset": "public_chat" })).await;
+    let other = other["room_id"].as_str().unwrap().to_owned();
+    assert_error(
+        &server.post(&format!("/_matrix/client/v3/join/{other}"), bob.tok(), json!({})).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+
+    // Invites per user.
+    let (_, private) = server.post("/_matrix/client/v3/createRoom", carol.tok(), json!({})).await;
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", private["room_id"].as_str().unwrap());
+    assert_eq!(server.post(&invite, carol.tok(), json!({ "user_id": alice.user_id })).await.0, 200);
+    assert_error(&server.post(&invite, carol.tok(), json!({ "user_id": bob.user_id })).await, 429, "M_LIMIT_EXCEEDED");
+}
+
+#[tokio::test]
 async fn failed_logins_are_limited_per_account() {
     let server = TestServer::start_with(&[
         ("MYELIN_RATE_LIMITS__ENABLED", "true"),

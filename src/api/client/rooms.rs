@@ -12,6 +12,7 @@ use crate::{
     error::{Error, Result},
     service::{
         Services,
+        rate_limit::Limit,
         rooms::{CreateRoom, MembershipChange},
     },
 };
@@ -127,6 +128,7 @@ async fn join(
     room_id: &RoomId,
     body: Map<String, Value>,
 ) -> Result<Json<Value>> {
+    services.rate_limits.check(Limit::Join, user.as_str())?;
     let (reason, extra) = reason_and_extra(body)?;
     // Clients' extra keys go into the member content, but not what only the server may set.
     let extra = extra.into_iter().filter(|(key, _)| !matches!(key.as_str(), "third_party_signed")).collect();
@@ -142,6 +144,7 @@ pub async fn knock(
 ) -> Result<Json<Value>> {
     let room_id = resolve(&services, &id_or_alias)?;
     let (reason, _) = reason_and_extra(body)?;
+    services.rate_limits.check(Limit::Join, session.user_id.as_str())?;
     services.rooms.change_membership(&room_id, &session.user_id, MembershipChange::Knock { reason }).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
@@ -175,7 +178,7 @@ pub struct TargetRequest {
 
 /// `invite`, `kick`, `ban` and `unban`: the same shape, a different change.
 macro_rules! targeted {
-    ($name:ident, $change:expr) => {
+    ($name:ident, $limit:expr, $change:expr) => {
         pub async fn $name(
             State(services): State<Arc<Services>>,
             Auth(session): Auth,
@@ -183,6 +186,10 @@ macro_rules! targeted {
             extract::Json(request): extract::Json<TargetRequest>,
         ) -> Result<Json<Value>> {
             let change: fn(OwnedUserId, Option<String>) -> MembershipChange = $change;
+            let limit: Option<Limit> = $limit;
+            if let Some(limit) = limit {
+                services.rate_limits.check(limit, session.user_id.as_str())?;
+            }
             services
                 .rooms
                 .change_membership(&room_id, &session.user_id, change(request.user_id, request.reason))
@@ -192,10 +199,10 @@ macro_rules! targeted {
     };
 }
 
-targeted!(invite, |target, reason| MembershipChange::Invite { target, reason, is_direct: false });
-targeted!(kick, |target, reason| MembershipChange::Kick { target, reason });
-targeted!(ban, |target, reason| MembershipChange::Ban { target, reason });
-targeted!(unban, |target, reason| MembershipChange::Unban { target, reason });
+targeted!(invite, Some(Limit::Invite), |target, reason| MembershipChange::Invite { target, reason, is_direct: false });
+targeted!(kick, None, |target, reason| MembershipChange::Kick { target, reason });
+targeted!(ban, None, |target, reason| MembershipChange::Ban { target, reason });
+targeted!(unban, None, |target, reason| MembershipChange::Unban { target, reason });
 
 pub async fn joined_rooms(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     Ok(Json(json!({ "joined_rooms": services.rooms.joined_rooms(&session.user_id)? })))

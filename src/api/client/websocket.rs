@@ -29,6 +29,7 @@ use crate::{
         Services,
         accounts::Session,
         presence,
+        rate_limit::Limit,
         rooms::{EventDraft, Transaction, canonical_content},
         sync::{self, SyncRequest, SyncToken},
     },
@@ -227,6 +228,7 @@ async fn perform(services: &Arc<Services>, session: &Session, request: &Request)
                 txn_id: request.id.clone(),
                 scope: format!("send/{room_id}/{kind}"),
             };
+            services.rate_limits.check(Limit::Message, user.as_str())?;
             let draft = EventDraft::new(TimelineEventType::from(kind.as_str()), canonical_content(content)?);
             let appended = services.rooms.send(&room_id, user, draft, Some(txn)).await?;
             services.mark_active(user);
@@ -237,6 +239,7 @@ async fn perform(services: &Arc<Services>, session: &Session, request: &Request)
             let kind: String = param(params, "event_type")?;
             let state_key: String = param(params, "state_key")?;
             let content: Map<String, Value> = param(params, "content")?;
+            services.rate_limits.check(Limit::Message, user.as_str())?;
             let event_id = services.rooms.send_state(&room_id, user, &kind, &state_key, content).await?;
             Ok(json!({ "event_id": event_id }))
         }
