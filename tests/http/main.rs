@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod authorization;
 mod cli;
 mod crash;
 mod devices;
