@@ -20,4 +20,5 @@ mod server;
 mod shutdown;
 mod sync;
 mod sync_filters;
+mod user_directory;
 mod websocket;

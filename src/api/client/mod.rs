@@ -16,6 +16,7 @@ mod rooms;
 pub mod session;
 mod sync;
 mod to_device;
+mod user_directory;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -116,6 +117,7 @@ fn room_routes() -> Router<Arc<Services>> {
         )
         .route("/directory/list/room/{room_id}", get(directory::get_visibility).put(directory::set_visibility))
         .route("/publicRooms", get(directory::public_rooms).post(directory::search_public_rooms))
+        .route("/user_directory/search", post(user_directory::search))
 }
 
 /// Endpoints under `/_matrix/client/v1`.

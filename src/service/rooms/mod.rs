@@ -20,6 +20,7 @@ mod redaction;
 pub mod relations;
 mod state;
 mod upgrade;
+pub mod user_directory;
 mod visibility;
 
 use std::{collections::HashMap, sync::Arc};
