@@ -18,6 +18,7 @@ mod rooms_api;
 mod rooms_auth;
 mod server;
 mod shutdown;
+mod spaces;
 mod sync;
 mod sync_filters;
 mod user_directory;

@@ -14,6 +14,7 @@ mod relations;
 mod room_events;
 mod rooms;
 pub mod session;
+mod spaces;
 mod sync;
 mod to_device;
 mod user_directory;
@@ -128,4 +129,5 @@ pub fn v1_routes() -> Router<Arc<Services>> {
         .route("/rooms/{room_id}/relations/{event_id}/{rel_type}", get(relations::relations))
         .route("/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}", get(relations::relations))
         .route("/rooms/{room_id}/threads", get(relations::threads))
+        .route("/rooms/{room_id}/hierarchy", get(spaces::hierarchy))
 }

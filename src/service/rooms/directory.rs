@@ -76,7 +76,7 @@ impl Rooms {
     }
 
     /// A room as the directory shows it, from its current state.
-    fn room_summary(&self, room_id: &RoomId) -> Result<Option<PublicRoom>> {
+    pub(super) fn room_summary(&self, room_id: &RoomId) -> Result<Option<PublicRoom>> {
         let Some(room) = self.room(room_id)? else { return Ok(None) };
         let state = self.current_state(&room)?;
         let text = |kind: &str, field: &str| -> Result<Option<Value>> {

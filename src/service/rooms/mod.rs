@@ -10,6 +10,7 @@
 mod aliases;
 mod create;
 mod directory;
+pub mod hierarchy;
 pub mod history;
 mod membership;
 pub mod pdu;
