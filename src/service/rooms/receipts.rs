@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ruma::{EventId, RoomId, UserId};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
-use super::{Rooms, relations::relation_of};
+use super::Rooms;
 use crate::{
     error::{Error, Result},
     service::now_ms,
@@ -133,15 +134,15 @@ impl Rooms {
             if pdu.sender == user || !NOTIFYING.contains(&pdu.kind.to_string().as_str()) {
                 continue;
             }
-            let thread = match relation_of(&pdu) {
-                Some((root, rel_type)) if rel_type == "m.thread" => root.to_string(),
-                _ => "main".to_owned(),
-            };
+            // Parsed once, and only the fields looked at: this runs for every unread event of
+            // every room in every sync.
+            let content: Notable = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+            let thread = content.thread_root().unwrap_or_else(|| "main".to_owned());
             if position <= *threads.entry(thread).or_insert_with_key(|t| read_up_to(t).unwrap_or(0)) {
                 continue;
             }
             notifications += 1;
-            if mentions(&pdu.content_map(), user, display_name.as_deref()) {
+            if content.mentions(user, display_name.as_deref()) {
                 highlights += 1;
             }
             if notifications == MAX_UNREAD {
@@ -152,14 +153,41 @@ impl Rooms {
     }
 }
 
-/// Whether a message mentions the user: `m.mentions`, or their ID or display name in the body.
-fn mentions(content: &Map<String, Value>, user: &UserId, display_name: Option<&str>) -> bool {
-    if let Some(mentions) = content.get("m.mentions") {
-        return mentions
-            .get("user_ids")
-            .and_then(Value::as_array)
-            .is_some_and(|ids| ids.iter().any(|id| id == user.as_str()));
+/// The fields of an event's content that unread counts read; the others are skipped without being
+/// built. A field that is present holds its value, `null` included.
+#[derive(Deserialize, Default)]
+struct Notable {
+    #[serde(rename = "m.relates_to", default, deserialize_with = "present")]
+    relates_to: Option<Value>,
+    #[serde(rename = "m.mentions", default, deserialize_with = "present")]
+    mentions: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    body: Option<Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+impl Notable {
+    /// The thread the event is in, if it is an `m.thread` relation (as `relation_of` reads it).
+    fn thread_root(&self) -> Option<String> {
+        let relates_to = self.relates_to.as_ref()?.as_object()?;
+        if relates_to.get("rel_type")?.as_str()? != "m.thread" {
+            return None;
+        }
+        Some(EventId::parse(relates_to.get("event_id")?.as_str()?).ok()?.to_string())
     }
-    let body = content.get("body").and_then(Value::as_str).unwrap_or_default();
-    body.contains(user.as_str()) || display_name.is_some_and(|name| !name.is_empty() && body.contains(name))
+
+    /// Whether a message mentions the user: `m.mentions`, or their ID or display name in the body.
+    fn mentions(&self, user: &UserId, display_name: Option<&str>) -> bool {
+        if let Some(mentions) = &self.mentions {
+            return mentions
+                .get("user_ids")
+                .and_then(Value::as_array)
+                .is_some_and(|ids| ids.iter().any(|id| id == user.as_str()));
+        }
+        let body = self.body.as_ref().and_then(Value::as_str).unwrap_or_default();
+        body.contains(user.as_str()) || display_name.is_some_and(|name| !name.is_empty() && body.contains(name))
+    }
 }
