@@ -299,6 +299,11 @@ pub fn transaction(user_id: &UserId, device_id: &DeviceId, scope: &str, txn_id: 
     KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).str(scope).str(txn_id).build()
 }
 
+/// `FederationTransactions`: a transaction of another server.
+pub fn federation_transaction(origin: &str, txn_id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(origin).str(txn_id).build()
+}
+
 /// `ServerKeys`: one signing key of another server.
 pub fn server_key(server: &str, key_id: &str) -> Vec<u8> {
     KeyBuilder::new().str(server).str(key_id).build()

@@ -39,6 +39,46 @@ pub struct StoredEvent {
     /// The device and transaction ID it was sent with, shown to that device only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<(OwnedDeviceId, String)>,
+    /// Where the event stands in its room's graph (absent: in the timeline).
+    #[serde(default, skip_serializing_if = "EventStatus::is_timeline")]
+    pub status: EventStatus,
+}
+
+/// How an event takes part in its room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// In the timeline, with its state before and after: every local event, and remote events
+    /// that passed every check.
+    #[default]
+    Timeline,
+    /// Known without its place in the graph (auth chains, state fetched from other servers):
+    /// no state, no timeline entry, never shown in a timeline.
+    Outlier,
+    /// Authorized by its own auth events and by the state before it but not by the room's
+    /// current state: stored with its state, never shown to clients nor built upon.
+    SoftFailed,
+    /// Failed the auth checks: kept so it is not fetched again, and so that events citing it
+    /// are rejected too.
+    Rejected,
+}
+
+impl EventStatus {
+    pub fn is_timeline(&self) -> bool {
+        *self == EventStatus::Timeline
+    }
+}
+
+/// An invite of a local user to a room this server is not in, as another server sent it: what
+/// the user's sync shows until they join or decline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteInvite {
+    /// The invite event (signed by both servers).
+    pub event_id: OwnedEventId,
+    pub room_version: RoomVersionId,
+    /// The stripped state events the inviting server sent (`invite_room_state`), the invite's
+    /// own stripped form included.
+    pub invite_state: Vec<Value>,
 }
 
 /// A user's membership in a room, as the room's current state has it.
@@ -159,6 +199,16 @@ impl Storage {
 
     pub fn snapshot(&self, id: u64) -> Result<Option<Snapshot>, StorageError> {
         self.engine.get(Column::StateSnapshots, &key::short(id))?.map(|b| Snapshot::decode(&b)).transpose()
+    }
+
+    /// The result of a federation transaction already processed, by its origin and ID.
+    pub fn federation_transaction(&self, origin: &str, txn_id: &str) -> Result<Option<Value>, StorageError> {
+        self.get_json(Column::FederationTransactions, &key::federation_transaction(origin, txn_id))
+    }
+
+    /// The invite another server sent a local user for a room this server is not in.
+    pub fn remote_invite(&self, user_id: &UserId, room_id: &RoomId) -> Result<Option<RemoteInvite>, StorageError> {
+        self.get_json(Column::RemoteInvites, &key::user_room(user_id, room_id))
     }
 
     // ----- rooms and timelines -----
@@ -352,6 +402,45 @@ impl Batch {
             batch.put_json(Column::Events, key::short(short), &event);
             batch.put(Column::Timeline, key::timeline(short_room, position), short.to_be_bytes().to_vec());
             then(position, batch);
+        });
+    }
+
+    /// Stores an event without a place in the timeline: an outlier or a rejected event (no
+    /// state), or a soft-failed one (with its states).
+    pub fn put_event_outside_timeline(&mut self, short: u64, event: &StoredEvent, states: Option<(u64, u64)>) {
+        self.put(Column::EventIds, key::event_id(&event.event_id), short.to_be_bytes().to_vec());
+        if let Some((before, after)) = states {
+            let mut state = before.to_be_bytes().to_vec();
+            state.extend_from_slice(&after.to_be_bytes());
+            self.put(Column::EventState, key::short(short), state);
+        }
+        self.put_json(Column::Events, key::short(short), event);
+        self.uses(Sequence::ShortEventId, short);
+    }
+
+    /// Remembers the result of a federation transaction, so that a retry gets it again.
+    pub fn put_federation_transaction(&mut self, origin: &str, txn_id: &str, result: &Value) {
+        self.put_json(Column::FederationTransactions, key::federation_transaction(origin, txn_id), result);
+    }
+
+    /// A local user's membership in a room this server is not in (an invite from another
+    /// server, or its refusal), at a stream position of its own so that syncs see it; with the
+    /// invite to show, or none (the invite goes).
+    pub fn put_remote_membership(
+        &mut self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        mut record: MembershipRecord,
+        invite: Option<RemoteInvite>,
+    ) {
+        let key = key::user_room(user_id, room_id);
+        match &invite {
+            Some(invite) => self.put_json(Column::RemoteInvites, key.clone(), invite),
+            None => self.delete(Column::RemoteInvites, key.clone()),
+        }
+        self.at_position(move |position, batch| {
+            record.position = position;
+            batch.put_json(Column::UserRooms, key, &record);
         });
     }
 

@@ -88,6 +88,14 @@ pub enum Column {
     /// to check old events. Key: `server_name ++ key_id`. Value: `StoredServerKey` (the key, until
     /// when it is valid or when it expired, and the signed response it came in, for notary answers).
     ServerKeys,
+    /// Results of transactions other servers sent (`/send/{txnId}`), so that a retried
+    /// transaction is not processed twice. Key: `origin ++ txn_id`. Value: the per-PDU results
+    /// (JSON).
+    FederationTransactions,
+    /// Invites of local users to rooms this server is not in, as the inviting server sent them.
+    /// Key: `user_id ++ room_id`. Value: `RemoteInvite` (the invite event's ID, the room version,
+    /// the stripped state to show).
+    RemoteInvites,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -100,7 +108,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 30] = [
+    pub const ALL: [Column; 32] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -131,6 +139,8 @@ impl Column {
         Column::Relations,
         Column::ThreadActivity,
         Column::ServerKeys,
+        Column::FederationTransactions,
+        Column::RemoteInvites,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -166,6 +176,8 @@ impl Column {
             Column::Relations => "relations",
             Column::ThreadActivity => "thread_activity",
             Column::ServerKeys => "server_keys",
+            Column::FederationTransactions => "federation_transactions",
+            Column::RemoteInvites => "remote_invites",
         }
     }
 
@@ -184,7 +196,9 @@ impl Column {
             | Column::Rooms
             | Column::Aliases
             | Column::TransactionIds
-            | Column::Filters => Access::Point,
+            | Column::Filters
+            | Column::FederationTransactions
+            | Column::RemoteInvites => Access::Point,
             Column::Devices
             | Column::DeviceLastSeen
             | Column::Profiles

@@ -19,6 +19,7 @@ pub mod read;
 mod receipts;
 mod redaction;
 pub mod relations;
+mod resolve;
 mod state;
 mod upgrade;
 pub mod user_directory;
@@ -31,7 +32,7 @@ pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
 pub use membership::MembershipChange;
 pub use pdu::{EventDraft, Pdu, canonical_content};
 use ruma::{
-    EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
     events::{StateEventType, TimelineEventType},
     room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules},
 };
@@ -43,7 +44,7 @@ use super::{keys::ServerKeys, locks::KeyedLocks, notifier::Notifier, now_ms};
 use crate::{
     config::Config,
     error::{Error, Result},
-    storage::{Batch, MembershipRecord, RoomRecord, Sequence, Storage, StoredEvent},
+    storage::{Batch, EventStatus, MembershipRecord, RoomRecord, Sequence, Storage, StoredEvent},
 };
 
 /// Events kept parsed in memory.
@@ -80,6 +81,17 @@ struct Pending {
     short: u64,
     pdu: Arc<Pdu>,
     json: ruma::CanonicalJsonObject,
+    /// The state after the event (`None` for outliers).
+    after: Option<StateAt>,
+}
+
+/// A state snapshot with its decoded state: where an event is placed.
+#[derive(Clone)]
+pub(crate) struct StateAt {
+    pub id: u64,
+    pub state: Arc<StateMap>,
+    /// Layers of the snapshot, `None` for the empty state.
+    pub layers: Option<u32>,
 }
 
 impl RoomHandle {
@@ -91,6 +103,17 @@ impl RoomHandle {
         state_layers: Option<u32>,
     ) -> Self {
         Self { room_id, record, rules, state, state_layers, pending: HashMap::new() }
+    }
+
+    /// The room's current state.
+    fn current(&self) -> StateAt {
+        StateAt { id: self.record.state, state: self.state.clone(), layers: self.state_layers }
+    }
+
+    fn set_current(&mut self, state: StateAt) {
+        self.record.state = state.id;
+        self.state = state.state;
+        self.state_layers = state.layers;
     }
 }
 
@@ -108,6 +131,7 @@ pub struct Transaction {
 #[derive(Clone, Debug)]
 pub struct Appended {
     pub pdu: Arc<Pdu>,
+    /// Its stream position (0 for an event kept out of the timeline: soft-failed).
     pub position: u64,
 }
 
@@ -221,12 +245,28 @@ impl Rooms {
 
     /// A state entry of the handle's current state, staged events included.
     fn handle_state_event(&self, room: &RoomHandle, kind: &str, state_key: &str) -> Result<Option<Arc<Pdu>>> {
+        self.state_event_staged(room, &room.state, kind, state_key)
+    }
+
+    /// A state entry of any state, staged events of the handle included.
+    fn state_event_staged(
+        &self,
+        room: &RoomHandle,
+        state: &StateMap,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<Arc<Pdu>>> {
         let Some(short_key) = self.storage.short_state_key(kind, state_key)? else { return Ok(None) };
-        let Some(short_event) = room.state.get(&short_key) else { return Ok(None) };
-        if let Some(pending) = room.pending.values().find(|p| p.short == *short_event) {
+        let Some(short_event) = state.get(&short_key) else { return Ok(None) };
+        self.event_staged(room, *short_event)
+    }
+
+    /// An event by short ID, staged events of the handle included.
+    fn event_staged(&self, room: &RoomHandle, short: u64) -> Result<Option<Arc<Pdu>>> {
+        if let Some(pending) = room.pending.values().find(|p| p.short == short) {
             return Ok(Some(pending.pdu.clone()));
         }
-        self.event(*short_event)
+        self.event(short)
     }
 
     /// Sends one event to a room: the path of `/send`, `/state` and everything else that is not
@@ -411,20 +451,28 @@ impl Rooms {
     /// The room version's authorization rules, against the event's auth events and the current
     /// state.
     fn authorize(&self, room: &RoomHandle, pdu: &Pdu) -> Result<()> {
+        self.authorize_by_auth_events(room, pdu)?;
+        self.authorize_against(room, pdu, &room.state)
+    }
+
+    /// The rules that depend on nothing but the event and its auth events.
+    fn authorize_by_auth_events(&self, room: &RoomHandle, pdu: &Pdu) -> Result<()> {
         let rules = &room.rules.authorization;
         let fetch_event = |id: &EventId| self.handle_event(room, id).ok().flatten();
         ruma::state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
-            .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
-        let fetch_state = |kind: &StateEventType, state_key: &str| {
-            self.handle_state_event(room, &kind.to_string(), state_key).ok().flatten()
-        };
-        ruma::state_res::check_state_dependent_auth_rules(rules, pdu, fetch_state)
             .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
     }
 
-    /// Stages an authorized event: its record, state, timeline entry, membership and the room's
-    /// new head, all in `batch`. The handle moves on to the new head, so that several events can
-    /// be staged in one batch (room creation); if the batch is not committed, drop the handle.
+    /// The rules that depend on a state: the state before an event, or the current state.
+    fn authorize_against(&self, room: &RoomHandle, pdu: &Pdu, state: &StateMap) -> Result<()> {
+        let fetch_state = |kind: &StateEventType, state_key: &str| {
+            self.state_event_staged(room, state, &kind.to_string(), state_key).ok().flatten()
+        };
+        ruma::state_res::check_state_dependent_auth_rules(&room.rules.authorization, pdu, fetch_state)
+            .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
+    }
+
+    /// Stages a new local event, authorized, on the room's current state: see [`Self::stage_at`].
     async fn stage(
         &self,
         batch: &mut Batch,
@@ -432,34 +480,55 @@ impl Rooms {
         built: pdu::Built,
         transaction: Option<Transaction>,
     ) -> Result<Staged> {
+        let before = room.current();
+        self.stage_at(batch, room, built, transaction, before, Placement::Timeline).await
+    }
+
+    /// Stages an authorized event, local or remote, placed on the state `before` it: its record,
+    /// its state, its timeline entry, membership changes and the room's new head, all in `batch`.
+    /// This is the one path by which events enter a room's graph.
+    ///
+    /// The event replaces the forward extremities it cites; the room's current state becomes the
+    /// state after it when it is the only extremity left, or the resolution (ruma's state
+    /// resolution) of the states after every extremity otherwise. Memberships follow the current
+    /// state. A soft-failed event is stored with its states but changes nothing else.
+    ///
+    /// The handle moves on to the new head, so that several events can be staged in one batch
+    /// (room creation, joins); if the batch is not committed, drop the handle.
+    async fn stage_at(
+        &self,
+        batch: &mut Batch,
+        room: &mut RoomHandle,
+        built: pdu::Built,
+        transaction: Option<Transaction>,
+        before: StateAt,
+        placement: Placement,
+    ) -> Result<Staged> {
         let pdu = built.pdu;
         let short_event = self.storage.allocate(batch, Sequence::ShortEventId);
-        let state_before = room.record.state;
         let mut unsigned = Map::new();
-        let (state_after, new_state) = match &pdu.state_key {
+        let mut remember = Vec::new();
+        let mut change = None;
+        let after = match &pdu.state_key {
             Some(state_key) => {
-                let short_key = self.short_state_key_or_create(&pdu.kind.to_string(), state_key).await?;
+                let kind = pdu.kind.to_string();
+                let short_key = self.short_state_key_or_create(&kind, state_key).await?;
                 // `prev_content` is read from the replaced event when served, so that a later
                 // redaction of it shows there too.
-                if let Some(previous) = self.handle_state_event(room, &pdu.kind.to_string(), state_key)? {
+                if let Some(previous) = self.state_event_staged(room, &before.state, &kind, state_key)? {
                     unsigned.insert("replaces_state".into(), previous.event_id.to_string().into());
                     unsigned.insert("prev_sender".into(), previous.sender.to_string().into());
                 }
-                let (id, layers, state) = self.state.derive(
-                    batch,
-                    state_before,
-                    &room.state,
-                    room.state_layers,
-                    &[(short_key, short_event)],
-                )?;
-                room.state_layers = Some(layers);
-                (id, Some((id, state)))
+                let (id, layers, state) =
+                    self.state.derive(batch, before.id, &before.state, before.layers, &[(short_key, short_event)])?;
+                remember.push((id, state.clone()));
+                change = Some(short_event);
+                StateAt { id, state, layers: Some(layers) }
             }
-            None => (state_before, None),
+            None => before.clone(),
         };
 
-        let membership = self.membership_change(&room.room_id, &pdu)?;
-        let stored = StoredEvent {
+        let mut stored = StoredEvent {
             event_id: pdu.event_id.clone(),
             room_id: room.room_id.clone(),
             position: 0,
@@ -467,19 +536,69 @@ impl Rooms {
                 .expect("valid JSON"),
             unsigned,
             transaction: transaction.as_ref().map(|t| (t.device_id.clone(), t.txn_id.clone())),
+            status: EventStatus::Timeline,
         };
         if let Some(txn) = &transaction {
             let result = serde_json::json!({ "event_id": pdu.event_id });
             batch.put_transaction(&pdu.sender, &txn.device_id, &txn.scope, &txn.txn_id, &result);
         }
+        let pdu = Arc::new(pdu);
+        let pending = |after: StateAt| Pending {
+            short: short_event,
+            pdu: pdu.clone(),
+            json: built.json.clone(),
+            after: Some(after),
+        };
+        if placement == Placement::SoftFailed {
+            stored.status = EventStatus::SoftFailed;
+            batch.put_event_outside_timeline(short_event, &stored, Some((before.id, after.id)));
+            room.pending.insert(pdu.event_id.clone(), pending(after));
+            return Ok(Staged { pdu, short_event, remember, woken: Vec::new(), in_timeline: false });
+        }
+
+        // The room's new head: the event replaces the extremities it cites.
+        let old_current = room.current();
+        room.record.extremities.retain(|id| !pdu.prev_events.contains(id));
+        room.record.extremities.push(pdu.event_id.clone());
+        room.record.depth = room.record.depth.max(pdu.depth);
+        room.pending.insert(pdu.event_id.clone(), pending(after.clone()));
+        let current = if room.record.extremities.len() == 1 {
+            after.clone()
+        } else {
+            let resolved = self.resolve_extremities(batch, room)?;
+            if resolved.id != after.id {
+                remember.push((resolved.id, resolved.state.clone()));
+            }
+            resolved
+        };
+        room.set_current(current.clone());
+
+        // Memberships follow the current state.
+        let changed: Vec<u64> = if old_current.id == before.id && current.id == after.id {
+            change.into_iter().collect()
+        } else {
+            current.state.iter().filter(|(k, v)| old_current.state.get(k) != Some(v)).map(|(_, v)| *v).collect()
+        };
+        let mut memberships = Vec::new();
+        for short_member in changed {
+            let member =
+                if short_member == short_event { Some(pdu.clone()) } else { self.event_staged(room, short_member)? };
+            if let Some(member) = member
+                && let Some(membership) = self.membership_change(&room.room_id, &member)?
+            {
+                memberships.push(membership);
+            }
+        }
+        let woken: Vec<OwnedUserId> = memberships.iter().map(|(user, _)| user.clone()).collect();
+
         let room_id = room.room_id.clone();
         let short_room = room.record.short_id;
         let relation = self.stage_relation(&pdu, short_event, short_room)?;
-        batch.put_event(short_event, short_room, stored, (state_before, state_after), move |position, batch| {
+        batch.put_event(short_event, short_room, stored, (before.id, after.id), move |position, batch| {
             if let Some(relation) = relation {
                 relation(position, batch);
             }
-            if let Some((user, mut record)) = membership {
+            for (user, mut record) in memberships {
                 record.position = position;
                 if record.membership == "join" {
                     record.last_join = Some(position);
@@ -487,17 +606,42 @@ impl Rooms {
                 batch.put_membership(&user, &room_id, short_room, &record);
             }
         });
-
-        room.record.extremities = vec![pdu.event_id.clone()];
-        room.record.depth = pdu.depth;
-        room.record.state = state_after;
-        if let Some((_, state)) = &new_state {
-            room.state = state.clone();
-        }
         batch.put_room(&room.room_id, &room.record);
-        let pdu = Arc::new(pdu);
-        room.pending.insert(pdu.event_id.clone(), Pending { short: short_event, pdu: pdu.clone(), json: built.json });
-        Ok(Staged { pdu, short_event, state: new_state })
+        Ok(Staged { pdu, short_event, remember, woken, in_timeline: true })
+    }
+
+    /// The room's current state as the resolution of the states after each of its forward
+    /// extremities (staged ones included); a new snapshot when it is none of them.
+    fn resolve_extremities(&self, batch: &mut Batch, room: &RoomHandle) -> Result<StateAt> {
+        let mut states: Vec<StateAt> = Vec::with_capacity(room.record.extremities.len());
+        for id in &room.record.extremities {
+            let after = match room.pending.get(id) {
+                Some(pending) => pending.after.clone(),
+                None => match self.storage.short_event_id(id)?.map(|s| self.storage.event_state(s)).transpose()? {
+                    Some(Some((_, after))) => {
+                        Some(StateAt { id: after, state: self.state.full(after)?, layers: self.state.layers(after)? })
+                    }
+                    _ => None,
+                },
+            };
+            match after {
+                Some(after) => states.push(after),
+                None => tracing::warn!(room = %room.room_id, extremity = %id, "a forward extremity has no state"),
+            }
+        }
+        let Some(first) = states.first().cloned() else {
+            return Err(Error::internal(format!("no state for the extremities of {}", room.room_id)));
+        };
+        if states.iter().all(|s| s.id == first.id || s.state == first.state) {
+            return Ok(first);
+        }
+        let maps: Vec<&StateMap> = states.iter().map(|s| &*s.state).collect();
+        let resolved = self.resolve_states(room, &maps)?;
+        if let Some(same) = states.iter().find(|s| *s.state == resolved) {
+            return Ok(same.clone());
+        }
+        let (id, layers, state) = self.state.derive(batch, state::EMPTY, &resolved, None, &[])?;
+        Ok(StateAt { id, state, layers: Some(layers) })
     }
 
     /// A member event changes the target's membership record.
@@ -523,15 +667,17 @@ impl Rooms {
     /// Commits staged events (in one write), updates the caches and wakes the members' syncs.
     async fn commit(&self, batch: Batch, staged: Vec<Staged>) -> Result<Vec<Appended>> {
         let positions = self.storage.commit(batch).await?;
-        assert_eq!(positions.len(), staged.len(), "one position per staged event");
+        let in_timeline = staged.iter().filter(|s| s.in_timeline).count();
+        assert_eq!(positions.len(), in_timeline, "one position per staged timeline event");
         if let Some(first) = staged.first() {
-            self.notify_members(&first.pdu.room_id, staged.iter().filter_map(|s| s.pdu.state_key.as_deref()));
+            self.notify_members(&first.pdu.room_id, staged.iter().flat_map(|s| s.woken.iter().map(|u| u.as_str())));
         }
+        let mut positions = positions.into_iter();
         Ok(staged
             .into_iter()
-            .zip(positions)
-            .map(|(staged, position)| {
-                if let Some((id, state)) = staged.state {
+            .map(|staged| {
+                let position = if staged.in_timeline { positions.next().unwrap_or_default() } else { 0 };
+                for (id, state) in staged.remember {
                     self.state.remember(id, state);
                 }
                 self.events.insert(staged.short_event, staged.pdu.clone());
@@ -585,8 +731,19 @@ impl Rooms {
 struct Staged {
     pdu: Arc<Pdu>,
     short_event: u64,
-    /// The new state snapshot, if the event changed the state.
-    state: Option<(u64, Arc<StateMap>)>,
+    /// New state snapshots, for the cache once committed.
+    remember: Vec<(u64, Arc<StateMap>)>,
+    /// Users whose membership changed.
+    woken: Vec<OwnedUserId>,
+    /// Whether the event went into the timeline (and so gets a stream position).
+    in_timeline: bool,
+}
+
+/// Where a staged event goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    Timeline,
+    SoftFailed,
 }
 
 /// Milliseconds since an event was sent, for `unsigned.age`.

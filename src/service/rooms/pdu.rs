@@ -15,7 +15,7 @@ use super::super::now_ms;
 use crate::{
     error::{Error, ErrorKind, Result},
     service::keys::ServerKeys,
-    storage::StoredEvent,
+    storage::{EventStatus, StoredEvent},
 };
 
 /// The largest PDU the spec allows, in bytes of canonical JSON.
@@ -41,6 +41,9 @@ pub struct Pdu {
     /// Whether the PDU itself names the room (a v12 create event does not: the room is named
     /// after it).
     pub names_room: bool,
+    /// Whether the event failed the checks on receipt (rejected events stay stored, so that
+    /// events citing them are rejected too).
+    pub rejected: bool,
 }
 
 /// The PDU fields we read; `prev_events` and `auth_events` are IDs, or `[id, hashes]` pairs in
@@ -103,11 +106,14 @@ impl Pdu {
             redacts,
             depth: fields.depth.into(),
             names_room: fields.room_id.is_some(),
+            rejected: false,
         })
     }
 
     pub fn from_stored(stored: &StoredEvent) -> Result<Self> {
-        Self::parse(stored.event_id.clone(), stored.room_id.clone(), &stored.pdu)
+        let mut pdu = Self::parse(stored.event_id.clone(), stored.room_id.clone(), &stored.pdu)?;
+        pdu.rejected = stored.status == EventStatus::Rejected;
+        Ok(pdu)
     }
 
     pub fn is_state(&self) -> bool {
@@ -169,7 +175,7 @@ impl ruma::state_res::Event for Pdu {
     }
 
     fn rejected(&self) -> bool {
-        false
+        self.rejected
     }
 }
 
