@@ -16,6 +16,7 @@ mod push_rules;
 mod registration;
 mod rooms_api;
 mod rooms_auth;
+mod search;
 mod server;
 mod shutdown;
 mod spaces;

@@ -13,6 +13,7 @@ mod register;
 mod relations;
 mod room_events;
 mod rooms;
+mod search;
 pub mod session;
 mod spaces;
 mod sync;
@@ -119,6 +120,7 @@ fn room_routes() -> Router<Arc<Services>> {
         .route("/directory/list/room/{room_id}", get(directory::get_visibility).put(directory::set_visibility))
         .route("/publicRooms", get(directory::public_rooms).post(directory::search_public_rooms))
         .route("/user_directory/search", post(user_directory::search))
+        .route("/search", post(search::search))
 }
 
 /// Endpoints under `/_matrix/client/v1`.

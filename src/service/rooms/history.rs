@@ -34,8 +34,8 @@ pub struct MessagesQuery {
 }
 
 /// The events a reading user may see from a room's timeline, in a position range.
-struct Page {
-    events: Vec<(u64, Value, OwnedUserId)>,
+pub(super) struct Page {
+    pub(super) events: Vec<(u64, Value, OwnedUserId)>,
     /// Whether the range was cut by the limit (more may follow).
     more: bool,
 }
@@ -96,7 +96,7 @@ impl Rooms {
     /// Visible, filtered events with positions in `(after, until]`, in the query's direction,
     /// at most `limit`.
     #[allow(clippy::too_many_arguments)]
-    fn page(
+    pub(super) fn page(
         &self,
         viewer: Viewer<'_>,
         room_id: &RoomId,

@@ -20,6 +20,7 @@ mod receipts;
 mod redaction;
 pub mod relations;
 mod resolve;
+pub mod search;
 mod state;
 mod upgrade;
 pub mod user_directory;
