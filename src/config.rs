@@ -266,6 +266,11 @@ pub struct FederationConfig {
     /// Exceptions to the deny list, e.g. `127.0.0.1` for federation tests on one machine.
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub ip_range_allowlist: Vec<String>,
+    /// A transaction another server did not accept is retried after this many milliseconds, then
+    /// after twice as long each time, up to `retry_max_secs`.
+    pub retry_min_ms: u64,
+    /// The longest wait between two tries of a transaction, in seconds.
+    pub retry_max_secs: u64,
 }
 
 /// Addresses that are not on the public internet, as in Synapse's `ip_range_blacklist` (plus
@@ -305,6 +310,8 @@ impl Default for FederationConfig {
             tls_insecure_skip_verify: false,
             ip_range_denylist: DEFAULT_IP_RANGE_DENYLIST.iter().map(|s| s.to_string()).collect(),
             ip_range_allowlist: Vec::new(),
+            retry_min_ms: 5_000,
+            retry_max_secs: 3_600,
         }
     }
 }
@@ -312,6 +319,11 @@ impl Default for FederationConfig {
 impl FederationConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The first and the longest wait before retrying a transaction.
+    pub fn retry_bounds(&self) -> (Duration, Duration) {
+        (Duration::from_millis(self.retry_min_ms), Duration::from_secs(self.retry_max_secs))
     }
 }
 
@@ -464,6 +476,9 @@ impl Config {
         if fed.request_timeout_secs == 0 {
             return fail("federation.request_timeout_secs", "must be at least 1");
         }
+        if fed.retry_min_ms == 0 || fed.retry_max_secs == 0 || fed.retry_min_ms > fed.retry_max_secs * 1000 {
+            return fail("federation.retry_min_ms", "must be at least 1, and no more than retry_max_secs (at least 1)");
+        }
         for server in &fed.trusted_key_servers {
             if <&ruma::ServerName>::try_from(server.as_str()).is_err() {
                 return fail("federation.trusted_key_servers", &format!("`{server}` is not a server name"));
@@ -604,6 +619,7 @@ mod tests {
         assert!(!fed.tls_insecure_skip_verify);
         assert!(fed.ip_range_denylist.iter().any(|r| r == "127.0.0.0/8"));
         assert!(fed.ip_range_allowlist.is_empty());
+        assert_eq!(fed.retry_bounds(), (Duration::from_secs(5), Duration::from_secs(3600)));
         let config = Config::load(
             None,
             env(&[
@@ -623,6 +639,8 @@ mod tests {
             ("MYELIN_FEDERATION__TRUSTED_KEY_SERVERS", "not a name"),
             ("MYELIN_FEDERATION__KEY_VALIDITY_SECS", "60"),
             ("MYELIN_FEDERATION__TLS_CA_FILE", "/does/not/exist.pem"),
+            ("MYELIN_FEDERATION__RETRY_MIN_MS", "0"),
+            ("MYELIN_FEDERATION__RETRY_MIN_MS", "7200000"),
         ] {
             let err = Config::load(None, env(&[("MYELIN_SERVER_NAME", "a.b"), (key, value)])).unwrap_err().0;
             assert!(err.contains("federation."), "{key}: {err}");

@@ -40,6 +40,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     println!("myelin: listening on http://{address}");
 
     tokio::spawn(Services::run_presence_sweeps(Arc::downgrade(&services)));
+    if let Err(e) = services.federation.sender.resume() {
+        tracing::error!(error = %e, "cannot read the outbound federation queues");
+    }
     let app = crate::api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {
@@ -74,6 +77,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     stop.send_replace(true);
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
     let finished = async {
+        // What the sender did not deliver stays queued for the next start.
+        services.federation.sender.shutdown().await;
         for server in servers {
             server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         }

@@ -61,14 +61,25 @@ impl Services {
         let notifier = Arc::new(notifier::Notifier::default());
         let serial = Arc::new(typing::EphemeralSerial::default());
         Ok(Arc::new(Self {
-            rooms: rooms::Rooms::new(config.clone(), storage.clone(), keys.clone(), notifier.clone()),
+            rooms: rooms::Rooms::new(
+                config.clone(),
+                storage.clone(),
+                keys.clone(),
+                notifier.clone(),
+                federation.sender.clone(),
+            ),
             filters: filters::Filters::new(storage.clone()),
             keys,
             accounts: accounts::Accounts::new(config.clone(), storage.clone()),
             uia: uia::Uia::new(config.auth.uia_session_lifetime()),
             profiles: profiles::Profiles::new(config.clone(), storage.clone()),
             account_data: account_data::AccountData::new(storage.clone(), notifier.clone()),
-            to_device: to_device::ToDevice::new(storage.clone(), notifier.clone(), config.server_name.clone()),
+            to_device: to_device::ToDevice::new(
+                storage.clone(),
+                notifier.clone(),
+                config.server_name.clone(),
+                federation.sender.clone(),
+            ),
             lazy_members: sync::lazy::SentMembers::default(),
             notifier,
             shutdown: tokio::sync::watch::channel(false).0,
@@ -85,11 +96,13 @@ impl Services {
 }
 
 impl Services {
-    /// Wakes everyone who shares a room with `user` (after a presence change).
+    /// Wakes everyone who shares a room with `user` (after a presence change), and tells the
+    /// other servers among them.
     pub fn notify_peers(&self, user: &ruma::UserId) {
         for room in self.rooms.joined_rooms(user).unwrap_or_default() {
             self.rooms.notify_members(&room, std::iter::empty());
         }
+        self.federate_presence(user);
     }
 
     /// The user did something (sent, typed, read): they are present.

@@ -2,10 +2,17 @@
 
 use std::sync::Arc;
 
-use ruma::{DeviceId, OwnedDeviceId, UserId};
+use std::collections::BTreeMap;
+
+use ruma::{
+    DeviceId, OwnedDeviceId, OwnedServerName, TransactionId, UserId,
+    api::federation::transactions::edu::{DirectDeviceContent, DirectDeviceMessages, Edu},
+    serde::Raw,
+    to_device::DeviceIdOrAllDevices,
+};
 use serde_json::{Map, Value};
 
-use super::notifier::Notifier;
+use super::{federation::sender::Sender, notifier::Notifier};
 use crate::{
     error::{Error, Result},
     storage::{Batch, Storage, ToDeviceMessage},
@@ -17,16 +24,23 @@ pub const MAX_PER_SYNC: usize = 100;
 pub struct ToDevice {
     storage: Arc<Storage>,
     notifier: Arc<Notifier>,
-    server_name: ruma::OwnedServerName,
+    server_name: OwnedServerName,
+    sender: Arc<Sender>,
 }
 
 impl ToDevice {
-    pub fn new(storage: Arc<Storage>, notifier: Arc<Notifier>, server_name: ruma::OwnedServerName) -> Self {
-        Self { storage, notifier, server_name }
+    pub fn new(
+        storage: Arc<Storage>,
+        notifier: Arc<Notifier>,
+        server_name: OwnedServerName,
+        sender: Arc<Sender>,
+    ) -> Self {
+        Self { storage, notifier, server_name, sender }
     }
 
     /// Queues `messages` (`{user: {device or "*": content}}`) for local devices, once per
-    /// transaction ID of the sending device. Messages for other servers wait for federation.
+    /// transaction ID of the sending device. Messages for users of other servers are queued in
+    /// the same write as one `m.direct_to_device` EDU per server.
     pub async fn send(
         &self,
         sender: &UserId,
@@ -42,10 +56,21 @@ impl ToDevice {
         let mut batch = Batch::new();
         batch.put_transaction(sender, sender_device, &scope, txn_id, &Value::Object(Map::new()));
         let mut targets = Vec::new();
+        let mut remote: BTreeMap<OwnedServerName, DirectDeviceMessages> = BTreeMap::new();
         for (user, devices) in messages {
             let user = UserId::parse(&user).map_err(|e| Error::bad_json(format!("Invalid user ID {user}: {e}")))?;
             let devices = devices.as_object().ok_or_else(|| Error::bad_json("Each user maps devices to contents"))?;
             if user.server_name() != self.server_name {
+                let server = remote.entry(user.server_name().to_owned()).or_default();
+                for (device, content) in devices {
+                    if !content.is_object() {
+                        return Err(Error::bad_json("A to-device message's content is an object"));
+                    }
+                    let device = DeviceIdOrAllDevices::try_from(device.as_str())
+                        .map_err(|e| Error::bad_json(format!("Invalid device ID {device}: {e}")))?;
+                    let content = serde_json::value::to_raw_value(content).expect("JSON values serialize");
+                    server.entry(user.clone()).or_default().insert(device, Raw::from_json(content));
+                }
                 continue;
             }
             let known: Vec<OwnedDeviceId> = self.storage.devices(&user)?.into_iter().map(|(id, _)| id).collect();
@@ -66,8 +91,14 @@ impl ToDevice {
             }
             targets.push(user);
         }
+        for (server, messages) in &remote {
+            let mut content = DirectDeviceContent::new(sender.to_owned(), kind.into(), TransactionId::new());
+            content.messages = messages.clone();
+            self.sender.queue_edu(&mut batch, [&**server], &Edu::DirectToDevice(content))?;
+        }
         self.storage.commit(batch).await?;
         self.notifier.notify_all(targets.iter().map(|u| &**u));
+        self.sender.wake(remote.keys().map(|s| &**s));
         Ok(())
     }
 

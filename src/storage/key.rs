@@ -304,6 +304,31 @@ pub fn federation_transaction(origin: &str, txn_id: &str) -> Vec<u8> {
     KeyBuilder::new().str(origin).str(txn_id).build()
 }
 
+/// `OutboundPdus`, `OutboundEdus`: one queued item for a destination, by its number.
+pub fn outbound(destination: &str, number: u64) -> Vec<u8> {
+    KeyBuilder::new().str(destination).u64(number).build()
+}
+
+/// `OutboundPdus`, `OutboundEdus`: everything queued for one destination (as a prefix).
+pub fn outbound_prefix(destination: &str) -> Vec<u8> {
+    KeyBuilder::new().str(destination).build()
+}
+
+/// `OutboundPdus`, `OutboundEdus`: a key above every key of `destination` and below those of
+/// any destination that sorts after it, for skipping to the next destination.
+pub fn outbound_after(destination: &str) -> Vec<u8> {
+    KeyBuilder::new().str(destination).u64(u64::MAX).bytes(&[0]).build()
+}
+
+/// Reads an `outbound` key: destination and number.
+pub fn outbound_parts(key: &[u8]) -> Result<(&str, u64), StorageError> {
+    let mut reader = KeyReader::new(key);
+    let destination = reader.str()?;
+    let number = reader.u64()?;
+    reader.finish()?;
+    Ok((destination, number))
+}
+
 /// `ServerKeys`: one signing key of another server.
 pub fn server_key(server: &str, key_id: &str) -> Vec<u8> {
     KeyBuilder::new().str(server).str(key_id).build()
@@ -396,6 +421,24 @@ mod tests {
         assert!(key.starts_with(&server_keys_prefix("example.org")));
         assert!(!server_key("example.org.evil", "ed25519:abc").starts_with(&server_keys_prefix("example.org")));
         assert_eq!(key_id_of_server_key(&key).unwrap(), "ed25519:abc");
+    }
+
+    #[test]
+    fn outbound_queues_are_ordered_per_destination_and_skippable() {
+        // "a.org:8448" sorts before "a.org" (':' < the separator), and skipping past one
+        // destination's keys never skips another's.
+        let mut keys =
+            vec![outbound("a.org", 2), outbound("a.org:8448", 1), outbound("a.org", 1), outbound("b.org", 0)];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![outbound("a.org:8448", 1), outbound("a.org", 1), outbound("a.org", 2), outbound("b.org", 0)]
+        );
+        assert!(outbound("a.org", u64::MAX) < outbound_after("a.org"));
+        assert!(outbound_after("a.org") < outbound("b.org", 0));
+        assert!(outbound_after("a.org:8448") < outbound("a.org", 0));
+        assert!(!outbound("a.org:8448", 1).starts_with(&outbound_prefix("a.org")));
+        assert_eq!(outbound_parts(&outbound("a.org:8448", 7)).unwrap(), ("a.org:8448", 7));
     }
 
     #[test]

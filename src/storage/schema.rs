@@ -96,6 +96,16 @@ pub enum Column {
     /// Key: `user_id ++ room_id`. Value: `RemoteInvite` (the invite event's ID, the room version,
     /// the stripped state to show).
     RemoteInvites,
+    /// PDUs waiting to go to another server (`service::federation::sender`). Key: `destination ++
+    /// number` (`u64` from `Sequence::Outbound`: a room's events are numbered in their order).
+    /// Value: the short event ID (`u64`, binary). Deleted once the destination acknowledged the
+    /// transaction carrying it.
+    OutboundPdus,
+    /// EDUs waiting to go to another server (receipts, to-device messages, device-list updates;
+    /// typing and presence are kept in memory only). Key: `destination ++ number` (`u64` from
+    /// `Sequence::Outbound`). Value: the EDU (`{"edu_type", "content"}`). Deleted once the
+    /// destination acknowledged the transaction carrying it.
+    OutboundEdus,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -108,7 +118,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 32] = [
+    pub const ALL: [Column; 34] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -141,6 +151,8 @@ impl Column {
         Column::ServerKeys,
         Column::FederationTransactions,
         Column::RemoteInvites,
+        Column::OutboundPdus,
+        Column::OutboundEdus,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -178,6 +190,8 @@ impl Column {
             Column::ServerKeys => "server_keys",
             Column::FederationTransactions => "federation_transactions",
             Column::RemoteInvites => "remote_invites",
+            Column::OutboundPdus => "outbound_pdus",
+            Column::OutboundEdus => "outbound_edus",
         }
     }
 
@@ -214,7 +228,9 @@ impl Column {
             | Column::ToDevice
             | Column::Relations
             | Column::ThreadActivity
-            | Column::ServerKeys => Access::Scan,
+            | Column::ServerKeys
+            | Column::OutboundPdus
+            | Column::OutboundEdus => Access::Scan,
         }
     }
 }

@@ -19,11 +19,18 @@ pub enum Sequence {
     ShortStateKey,
     StateSnapshot,
     ShortRoomId,
+    /// Numbers of queued outbound PDUs and EDUs (`OutboundPdus`, `OutboundEdus`).
+    Outbound,
 }
 
 impl Sequence {
-    pub(super) const ALL: [Sequence; 4] =
-        [Sequence::ShortEventId, Sequence::ShortStateKey, Sequence::StateSnapshot, Sequence::ShortRoomId];
+    pub(super) const ALL: [Sequence; 5] = [
+        Sequence::ShortEventId,
+        Sequence::ShortStateKey,
+        Sequence::StateSnapshot,
+        Sequence::ShortRoomId,
+        Sequence::Outbound,
+    ];
 
     pub(super) fn index(self) -> usize {
         self as usize
@@ -35,6 +42,7 @@ impl Sequence {
             Sequence::ShortStateKey => "seq.short_state_key",
             Sequence::StateSnapshot => "seq.state_snapshot",
             Sequence::ShortRoomId => "seq.short_room_id",
+            Sequence::Outbound => "seq.outbound",
         }
     }
 }
@@ -42,7 +50,7 @@ impl Sequence {
 pub(super) const STREAM_POSITION: &str = "seq.stream_position";
 
 pub(super) struct Sequences {
-    counters: [AtomicU64; 4],
+    counters: [AtomicU64; Sequence::ALL.len()],
     /// The highest stream position committed.
     pub(super) position: AtomicU64,
 }
@@ -55,12 +63,10 @@ impl Sequences {
                 Some(bytes) => decode_u64(&bytes),
             }
         };
-        let counters = [
-            AtomicU64::new(read(Sequence::ALL[0].meta_name())?),
-            AtomicU64::new(read(Sequence::ALL[1].meta_name())?),
-            AtomicU64::new(read(Sequence::ALL[2].meta_name())?),
-            AtomicU64::new(read(Sequence::ALL[3].meta_name())?),
-        ];
+        let mut counters = [const { AtomicU64::new(0) }; Sequence::ALL.len()];
+        for (counter, sequence) in counters.iter_mut().zip(Sequence::ALL) {
+            *counter.get_mut() = read(sequence.meta_name())?;
+        }
         Ok(Self { counters, position: AtomicU64::new(read(STREAM_POSITION)?) })
     }
 

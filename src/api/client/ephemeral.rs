@@ -47,6 +47,7 @@ pub fn set_typing(
     }
     let until = services.typing.set(room_id, user, typing, timeout);
     services.rooms.notify_members(room_id, std::iter::empty());
+    services.federate_typing(room_id, user, typing);
     if typing {
         services.mark_active(user);
     }

@@ -103,6 +103,8 @@ pub async fn verify(services: &Services, parts: &Parts, body: &[u8]) -> Result<O
         XMatrixVerificationError::DestinationMismatch => unauthorized("Wrong destination".into()),
         e => unauthorized(format!("Bad X-Matrix signature: {e}")),
     })?;
+    // A server that talks to us is up: what waits for it goes now.
+    services.federation.sender.destination_alive(&header.origin);
     Ok(header.origin)
 }
 

@@ -263,6 +263,11 @@ pub enum Signing {
 }
 
 impl FederationClient {
+    /// Our server name: the origin of every request.
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
     /// Sends a ruma federation request and parses the answer; the request is signed when the
     /// endpoint asks for X-Matrix authentication. An error answer is [`Error::Remote`] with the
     /// status and errcode.

@@ -5,14 +5,18 @@
 //! - [`keys`]: other servers' signing keys (fetched, checked, stored) and our notary answers.
 //! - [`ip_ranges`]: the address deny list.
 //! - [`acl`]: server ACLs of rooms (`Services::check_server_acl`).
+//! - [`sender`]: the outbound queues per destination and their transactions.
+//! - [`edus`]: what local typing, presence, receipts, to-device messages and device changes send.
 //!
 //! Inbound X-Matrix verification is in the API layer (`api::federation::auth`), over [`keys`].
 
 pub mod acl;
 pub mod client;
 pub mod discovery;
+pub mod edus;
 pub mod ip_ranges;
 pub mod keys;
+pub mod sender;
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,6 +29,8 @@ pub struct Federation {
     pub discovery: Arc<discovery::Discovery>,
     pub client: Arc<client::FederationClient>,
     pub keys: Arc<keys::RemoteKeys>,
+    /// The outbound queues: PDUs and EDUs for each destination, sent in transactions.
+    pub sender: Arc<sender::Sender>,
 }
 
 impl Federation {
@@ -38,6 +44,13 @@ impl Federation {
             .filter_map(|name| OwnedServerName::try_from(name.as_str()).ok())
             .filter(|name| *name != config.server_name)
             .collect();
+        let (min, max) = fed.retry_bounds();
+        let sender = Arc::new(sender::Sender::new(
+            storage.clone(),
+            client.clone(),
+            config.server_name.clone(),
+            sender::Backoff { min, max },
+        ));
         let keys = Arc::new(keys::RemoteKeys::new(
             storage,
             client.clone(),
@@ -46,6 +59,6 @@ impl Federation {
             notaries,
             Duration::from_secs(fed.key_validity_secs),
         ));
-        Ok(Self { discovery, client, keys })
+        Ok(Self { discovery, client, keys, sender })
     }
 }

@@ -21,6 +21,7 @@ mod redaction;
 pub mod relations;
 mod resolve;
 pub mod search;
+mod servers;
 mod state;
 mod upgrade;
 pub mod user_directory;
@@ -41,7 +42,7 @@ use serde_json::{Map, Value, value::RawValue};
 pub use state::StateMap;
 use state::StateStore;
 
-use super::{keys::ServerKeys, locks::KeyedLocks, notifier::Notifier, now_ms};
+use super::{federation::sender::Sender, keys::ServerKeys, locks::KeyedLocks, notifier::Notifier, now_ms};
 use crate::{
     config::Config,
     error::{Error, Result},
@@ -63,6 +64,10 @@ pub struct Rooms {
     /// Serializes alias changes, so that two cannot claim one alias.
     alias_lock: tokio::sync::Mutex<()>,
     notifier: Arc<Notifier>,
+    /// Where new events are queued for the other servers in their rooms.
+    sender: Arc<Sender>,
+    /// Joined members per server, by state snapshot (`servers`).
+    server_counts: quick_cache::sync::Cache<u64, Arc<servers::ServerCounts>>,
 }
 
 /// A room as the write path holds it, under its lock.
@@ -137,7 +142,13 @@ pub struct Appended {
 }
 
 impl Rooms {
-    pub fn new(config: Arc<Config>, storage: Arc<Storage>, keys: Arc<ServerKeys>, notifier: Arc<Notifier>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Arc<Storage>,
+        keys: Arc<ServerKeys>,
+        notifier: Arc<Notifier>,
+        sender: Arc<Sender>,
+    ) -> Self {
         Self {
             config,
             state: StateStore::new(storage.clone()),
@@ -148,6 +159,8 @@ impl Rooms {
             state_key_lock: tokio::sync::Mutex::new(()),
             alias_lock: tokio::sync::Mutex::new(()),
             notifier,
+            sender,
+            server_counts: quick_cache::sync::Cache::new(servers::CACHE_CAPACITY),
         }
     }
 
@@ -394,8 +407,12 @@ impl Rooms {
         )?;
         self.authorize(room, &built.pdu)?;
         also(&mut batch, &built.pdu)?;
+        let before = (room.record.state, room.state.clone());
         let staged = self.stage(&mut batch, room, built, transaction).await?;
+        let destinations =
+            self.queue_outbound(&mut batch, room, (before.0, &before.1), &staged.pdu, staged.short_event)?;
         let mut appended = self.commit(batch, vec![staged]).await?;
+        self.sender.wake(destinations.iter().map(|d| &**d));
         Ok(appended.pop().expect("one event committed"))
     }
 

@@ -51,8 +51,15 @@ impl Rooms {
             thread: thread.to_owned(),
             record: ReceiptRecord { event_id: event_id.to_owned(), ts: now_ms(), position: 0 },
         };
+        // Public receipts go to the other servers in the room too, queued with the receipt.
+        let destinations = if kind == "m.read" { self.remote_servers_in_room(room_id)? } else { Vec::new() };
+        if !destinations.is_empty() {
+            let edu = crate::service::federation::edus::receipt(room_id, user, event_id, receipt.record.ts, thread);
+            self.sender.queue_edu(&mut batch, destinations.iter().map(|d| &**d), &edu)?;
+        }
         batch.put_receipt(room.short_id, receipt, replaces);
         self.storage.commit(batch).await?;
+        self.sender.wake(destinations.iter().map(|d| &**d));
         if kind == "m.read" {
             self.notify_members(room_id, std::iter::empty());
         } else {
