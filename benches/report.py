@@ -4,6 +4,7 @@
     benches/report.py RESULTS.jsonl DOC.md
     benches/report.py --storage STORAGE.jsonl DOC.md
     benches/report.py --rooms ROOMS.jsonl DOC.md
+    benches/report.py --sync SYNC.jsonl DOC.md
 
 Rewrites only what lies between the markers below (appending them, and
 creating DOC.md, if missing). Standard library only.
@@ -22,6 +23,12 @@ ROOMS.jsonl has meta, status, setup-users and memory lines too, and:
   load            the load average at points of the run
   server-log      how many warnings and errors Myelin logged, the first five
   synapse-config  bcrypt rounds of the Synapse measured
+
+SYNC.jsonl has meta, status, load, memory, server-log and synapse-config
+(with the database) lines too, and:
+  sync-fanout     one per (transport, load): sends, delivery, completeness
+  initial-sync    full initial /sync of a user in R rooms with history
+  messages        GET /messages?dir=b&limit=1000 in a room of 1000 messages
 """
 
 import json
@@ -32,6 +39,15 @@ MARKERS = {
     "http": ("<!-- http-bench:begin -->", "<!-- http-bench:end -->", "## HTTP: Myelin and Synapse"),
     "storage": ("<!-- storage-bench:begin -->", "<!-- storage-bench:end -->", "## Storage: durable writes and group commit"),
     "rooms": ("<!-- rooms-bench:begin -->", "<!-- rooms-bench:end -->", "## Rooms: sending events and state lookups"),
+    "sync": ("<!-- sync-bench:begin -->", "<!-- sync-bench:end -->", "## Sync: delivery, initial sync, history"),
+}
+# The targets of issue 4 ("Performance").
+SYNC_TARGETS = {
+    "send_ratio": 50.0,        # Myelin's saturating send rate over Synapse's, at least
+    "delivery_p50_ms": 10.0,   # delivery p50 at light load, at most
+    "initial_sync_ms": 10.0,   # initial sync p50 for 10 rooms, at most
+    "messages_ms": 20.0,       # /messages p50 over 1 000 messages, at most
+    "rss_mib": 40.0,           # resident memory after the section, at most
 }
 SERVERS = [("myelin", "Myelin"), ("synapse", "Synapse")]
 SCENARIOS = [
@@ -430,6 +446,269 @@ def render_rooms(lines: list[dict]) -> str:
     return "\n".join(out)
 
 
+def render_sync(lines: list[dict]) -> str:
+    meta = next((l for l in lines if l.get("scenario") == "meta"), {})
+    status = {l["label"]: l for l in lines if l.get("scenario") == "status"}
+    fanout = {(l["label"], l["transport"], l["load"]): l for l in lines if l.get("scenario") == "sync-fanout"}
+    single = {(l.get("label"), l["scenario"]): l for l in lines if l.get("scenario") in ("initial-sync", "messages", "memory", "server-log", "synapse-config")}
+    loads = [l for l in lines if l.get("scenario") == "load"]
+    names = dict(SERVERS)
+    syn_cfg = single.get(("synapse", "synapse-config")) or {}
+    quick = " --quick" if meta.get("quick") else ""
+    n, r = meta.get("sync_users", "?"), meta.get("sync_rooms", "?")
+    any_fanout = next(iter(fanout.values()), {})
+    members = any_fanout.get("members_per_room")
+    membership = meta.get("sync_membership", "all")
+    out = [
+        f"Run of {meta.get('date', '?')} by `benches/run{quick}` (section `sync`)"
+        f" on {meta.get('nproc', '?')} CPUs ({meta.get('cpu', '?')}), {meta.get('mem_total', '?')} of memory,"
+        f" Linux {meta.get('kernel', '?')}.",
+        "",
+        f"- Myelin: `{meta.get('myelin_bin', '?')}`, commit {meta.get('myelin_commit') or 'none'}, writes durable"
+        f" (fsync before every answer); status: {status.get('myelin', {}).get('status', 'not run')}.",
+        f"- Synapse {meta.get('synapse_version', '?')} on {syn_cfg.get('db') or meta.get('sync_synapse_db', '?')}"
+        " (WAL, `synchronous` at SQLite's default, FULL: durable too), rate limits off,"
+        f" bcrypt_rounds {syn_cfg.get('bcrypt_rounds', '?')} (registration is not measured);"
+        f" status: {status.get('synapse', {}).get('status', 'not run')}. Synapse has no WebSocket: the WebSocket rows"
+        " are Myelin's alone.",
+        f"- A fresh server and database for this section, one server at a time; rooms of version"
+        f" {meta.get('room_version', '?')}, `preset: public_chat`. The load generator (one process) shares the CPUs"
+        " with the server.",
+    ]
+    if loads:
+        out.append(
+            "- Load average (1 / 5 / 15 min): "
+            + "; ".join(f"{l['when']}{'' if l.get('label') == 'all' else ' (' + names.get(l.get('label'), l.get('label')) + ')'}: {l['loadavg'].replace(' ', ' / ')}" for l in loads)
+            + "."
+        )
+    out += ["", "### Delivery: senders and receivers holding syncs", ""]
+    who = (
+        f"every user is in every room ({r} rooms of {n} members: a message reaches {int(members) - 1 if members else '?'} receivers)"
+        if membership == "all"
+        else f"user i is in room i mod {r} only ({members or '?'} members a room)"
+    )
+    out.append(
+        f"`myelin-loadgen sync-fanout`: {n} users, {r} rooms; {who}. Every user holds a sync loop from before the"
+        " first message to the end: long-poll `GET /sync?since=…&timeout=30000` (filter: timeline limit"
+        f" {any_fanout.get('timeline_limit', 100)}, lazy-loaded members), or Myelin's WebSocket"
+        " (`docs/websocket.md`, same filter). Messages are `PUT /rooms/{roomId}/send/m.room.message/{txnId}`."
+        f" Light load: one message in flight at a time, {meta.get('sync_rate', '?')} a second,"
+        f" {meta.get('sync_messages', '?')} messages, rooms in turn. Saturating load: all {n} users send at once,"
+        f" one message in flight each, as fast as the server answers, for {meta.get('duration_s', '?')} s."
+        " Delivery latency runs from the start of the `PUT` that sent a message (one monotonic clock in the one"
+        " load-generator process) to the moment a receiver has read the sync response or WebSocket message that"
+        " holds it, over every (message, receiver) pair; the sender's own echo is not counted. A limited timeline"
+        " would be filled from `/messages` (counted as late delivery); complete means every receiver saw every"
+        " acknowledged message of its rooms. Sends/s counts acknowledged sends per second of wall-clock time, the"
+        " wait for the last answers included."
+    )
+    out += ["", "| Scenario | Measure | Myelin | Synapse | Myelin ÷ Synapse |", "| --- | --- | ---: | ---: | ---: |"]
+
+    def fcell(label, t, load, f):
+        l = fanout.get((label, t, load))
+        if l is None:
+            return "— (no WebSocket)" if label == "synapse" and t == "websocket" else "not run"
+        return f(l)
+
+    def fraw(label, t, load, f):
+        l = fanout.get((label, t, load))
+        return None if l is None else f(l)
+
+    def lat(d):
+        return " / ".join(num(d[p]) for p in ("p50", "p95", "p99", "max"))
+
+    def complete(l):
+        v = l["delivery"]
+        text = f"{v['pairs_delivered']:,} pairs, {v['missing']:,} missing"
+        if v.get("duplicates"):
+            text += f", {v['duplicates']:,} duplicates"
+        if v.get("limited_timelines"):
+            text += f", {v['limited_timelines']:,} gaps filled ({v.get('gap_events', 0):,} events)"
+        if v["missing"]:
+            text = "**incomplete**: " + text
+        return text
+
+    titles = {
+        ("http", "light"): "long-poll `/sync`, light load",
+        ("http", "saturating"): "long-poll `/sync`, saturating load",
+        ("websocket", "light"): "WebSocket, light load",
+        ("websocket", "saturating"): "WebSocket, saturating load",
+    }
+    for (t, load), title in titles.items():
+        if not any(k[1] == t and k[2] == load for k in fanout):
+            continue
+        rate = lambda l: l["sends"]["rate_per_s"]
+        out.append(
+            f"| {title} | sends/s (acknowledged) | "
+            + " | ".join(fcell(s, t, load, lambda l: num(rate(l))) for s, _ in SERVERS)
+            + f" | {ratio(fraw('myelin', t, load, rate), fraw('synapse', t, load, rate))} |"
+        )
+        out.append(
+            "| | send latency p50 / p95 / p99 / max (ms) | "
+            + " | ".join(fcell(s, t, load, lambda l: lat(l["sends"]["latency_ms"])) for s, _ in SERVERS)
+            + " | |"
+        )
+        d50 = lambda l: l["delivery"]["latency_ms"]["p50"]
+        out.append(
+            "| | delivery latency p50 / p95 / p99 / max (ms) | "
+            + " | ".join(fcell(s, t, load, lambda l: lat(l["delivery"]["latency_ms"])) for s, _ in SERVERS)
+            + f" | {ratio(fraw('myelin', t, load, d50), fraw('synapse', t, load, d50))} |"
+        )
+        out.append(
+            "| | messages sent / errors; delivery | "
+            + " | ".join(fcell(s, t, load, lambda l: f"{l['sends']['ok']:,} / {l['sends']['errors']:,}; {complete(l)}") for s, _ in SERVERS)
+            + " | |"
+        )
+
+    out += ["", "### Initial sync and history", ""]
+    isync = {s: single.get((s, "initial-sync")) for s, _ in SERVERS}
+    msgs = {s: single.get((s, "messages")) for s, _ in SERVERS}
+    any_is = next((v for v in isync.values() if v), {})
+    any_m = next((v for v in msgs.values() if v), {})
+    out.append(
+        f"`initial-sync`: one user in {any_is.get('rooms', r)} rooms it created, each with"
+        f" {any_is.get('history', meta.get('sync_history', '?'))} messages; `GET /sync` without `since`, filter"
+        f" `{json.dumps(any_is.get('filter', {}), separators=(',', ':'))}` (timeline limit"
+        f" {any_is.get('timeline_limit', '?')}, the spec's and Synapse's default, with lazy-loaded members as Element"
+        " asks), one request at a time. Each request has another `timeout` (which an initial sync ignores): Synapse"
+        " caches a `/sync` answer for two minutes under a key that includes it, and a cached answer would not"
+        f" measure anything. `messages`: a room with {any_m.get('history', meta.get('messages_history', '?'))}"
+        f" messages (8 senders), then `GET /rooms/{{roomId}}/messages?dir=b&limit={any_m.get('limit', '?')}`, one at a"
+        f" time. Both for {meta.get('duration_s', '?')} s after a {meta.get('warmup_s', 0)} s warm-up."
+    )
+    out += ["", "| Scenario | Measure | Myelin | Synapse | Myelin ÷ Synapse |", "| --- | --- | ---: | ---: | ---: |"]
+
+    def scell(d, server, f):
+        v = d.get(server)
+        return "not run" if v is None else f(v)
+
+    def sraw(d, server, f):
+        v = d.get(server)
+        return None if v is None else f(v)
+
+    def lat4(v):
+        l = v["latency_ms"]
+        return " / ".join(num(l[p]) for p in ("p50", "p90", "p99", "max"))
+
+    p50 = lambda v: v["latency_ms"]["p50"]
+    tp = lambda v: v["throughput_rps"]
+    for key, d, title in (("initial-sync", isync, "initial sync"), ("messages", msgs, "`/messages`")):
+        out.append(
+            f"| {title} | latency p50 / p90 / p99 / max (ms) | "
+            + " | ".join(scell(d, s, lat4) for s, _ in SERVERS)
+            + f" | {ratio(sraw(d, 'myelin', p50), sraw(d, 'synapse', p50))} |"
+        )
+        out.append(
+            "| | requests/s (one client) | " + " | ".join(scell(d, s, lambda v: num(tp(v))) for s, _ in SERVERS)
+            + f" | {ratio(sraw(d, 'myelin', tp), sraw(d, 'synapse', tp))} |"
+        )
+        if key == "initial-sync":
+            out.append(
+                "| | rooms / timeline events / bytes in an answer | "
+                + " | ".join(scell(d, s, lambda v: f"{v['rooms_returned']} / {v['timeline_events_returned']} / {v['response_bytes']:,}") for s, _ in SERVERS)
+                + " | |"
+            )
+        else:
+            out.append(
+                "| | events in an answer (of which messages) / bytes | "
+                + " | ".join(
+                    scell(d, s, lambda v: f"{v['events_returned']['min']:,}" + (f"–{v['events_returned']['max']:,}" if v['events_returned']['max'] != v['events_returned']['min'] else "")
+                          + f" ({v['messages_returned']:,}) / {v['response_bytes']:,}")
+                    for s, _ in SERVERS
+                )
+                + " | |"
+            )
+        out.append("| | ok / errors | " + " | ".join(scell(d, s, lambda v: f"{v['ok']:,} / {v['errors']:,}") for s, _ in SERVERS) + " | |")
+    rss = {s: single.get((s, "memory")) for s, _ in SERVERS}
+    out.append(
+        "| memory, after the whole section | server VmRSS / VmHWM (MiB) | "
+        + " | ".join("not run" if rss[s] is None else f"{mib(rss[s].get('vmrss_kib'))} / {mib(rss[s].get('vmhwm_kib'))}" for s, _ in SERVERS)
+        + f" | {ratio((rss['myelin'] or {}).get('vmrss_kib'), (rss['synapse'] or {}).get('vmrss_kib'))} |"
+    )
+
+    # --- targets
+    out += ["", "### Targets (issue 4)", ""]
+
+    def verdict(ok):
+        return "not measured" if ok is None else ("**met**" if ok else "**not met**")
+
+    sat_m = fraw("myelin", "http", "saturating", lambda l: l["sends"]["rate_per_s"])
+    sat_s = fraw("synapse", "http", "saturating", lambda l: l["sends"]["rate_per_s"])
+    send_ratio = sat_m / sat_s if sat_m and sat_s else None
+    out.append(
+        f"- Send rate at least {SYNC_TARGETS['send_ratio']:.0f}× Synapse's, {n} users over {r} rooms, saturating load:"
+        f" {verdict(None if send_ratio is None else send_ratio >= SYNC_TARGETS['send_ratio'])}"
+        + ("" if send_ratio is None else f" ({send_ratio:.1f}×: {num(sat_m)} against {num(sat_s)} messages/s).")
+    )
+    for t, tname in (("http", "long-poll"), ("websocket", "WebSocket")):
+        l = fanout.get(("myelin", t, "light"))
+        if l is None:
+            continue
+        p = l["delivery"]["latency_ms"]["p50"]
+        out.append(
+            f"- Delivery p50 at most {SYNC_TARGETS['delivery_p50_ms']:.0f} ms at light load with durable writes ({tname}):"
+            f" {verdict(p <= SYNC_TARGETS['delivery_p50_ms'] and l['delivery']['missing'] == 0)} ({num(p)} ms"
+            + (f"; {l['delivery']['missing']:,} pairs missing" if l["delivery"]["missing"] else "")
+            + ")."
+        )
+    v = isync.get("myelin")
+    out.append(
+        f"- Initial sync at most {SYNC_TARGETS['initial_sync_ms']:.0f} ms for {r} rooms (p50):"
+        f" {verdict(None if v is None else v['latency_ms']['p50'] <= SYNC_TARGETS['initial_sync_ms'] and not v['errors'])}"
+        + ("" if v is None else f" ({num(v['latency_ms']['p50'])} ms, p99 {num(v['latency_ms']['p99'])} ms;"
+           f" {v['rooms']} rooms of {v['history']} messages).")
+    )
+    v = msgs.get("myelin")
+    out.append(
+        f"- `/messages` at most {SYNC_TARGETS['messages_ms']:.0f} ms for 1 000 messages (p50):"
+        f" {verdict(None if v is None else v['latency_ms']['p50'] <= SYNC_TARGETS['messages_ms'] and v['events_returned']['min'] >= 1000)}"
+        + ("" if v is None else f" ({num(v['latency_ms']['p50'])} ms, p99 {num(v['latency_ms']['p99'])} ms;"
+           f" {v['events_returned']['min']:,} events an answer).")
+    )
+    v = rss.get("myelin")
+    out.append(
+        f"- Resident memory at most {SYNC_TARGETS['rss_mib']:.0f} MiB:"
+        f" {verdict(None if not v or not v.get('vmrss_kib') else v['vmrss_kib'] / 1024 <= SYNC_TARGETS['rss_mib'])}"
+        + ("" if not v or not v.get("vmrss_kib") else f" (VmRSS {mib(v['vmrss_kib'])} MiB after the section; peak VmHWM {mib(v.get('vmhwm_kib'))} MiB).")
+    )
+
+    notes = []
+    for label, st in status.items():
+        if st.get("status") != "ok" and st.get("detail"):
+            notes.append(f"- {label}: {st['status']}: {st['detail']}")
+    for (label, t, load), l in sorted(fanout.items()):
+        name = names.get(label, label)
+        for e in l["sends"].get("error_samples", []):
+            notes.append(f"- {name} sync-fanout {t} {load}, sends: {e['count']:,} × `{e['error'][:160]}`")
+        for e in l["syncs"].get("error_samples", []):
+            notes.append(f"- {name} sync-fanout {t} {load}, syncs: {e['count']:,} × `{e['error'][:160]}`")
+        rate = l.get("rate_per_s")
+        if load == "light" and rate and l["sends"]["rate_per_s"] < 0.9 * rate:
+            notes.append(
+                f"- {name} sync-fanout {t} light: could not keep the pace of {num(rate)} messages/s"
+                f" ({num(l['sends']['rate_per_s'])}/s): a send took longer than the interval, so this load was not light for it."
+            )
+        if l["delivery"]["missing"]:
+            notes.append(f"- {name} sync-fanout {t} {load}: {l['delivery']['missing']:,} of {l['delivery']['pairs_expected']:,} (message, receiver) pairs never delivered: an error.")
+    for key, d in (("initial-sync", isync), ("messages", msgs)):
+        for s, name in SERVERS:
+            for e in (d.get(s) or {}).get("error_samples", []):
+                notes.append(f"- {name} {key}: {e['count']:,} × `{e['error'][:160]}`")
+    for s, name in SERVERS:
+        v = msgs.get(s)
+        if v and v["events_returned"]["min"] < v["limit"]:
+            notes.append(f"- {name} `/messages` returned {v['events_returned']['min']:,} events where {v['limit']:,} were asked for.")
+    sl = single.get(("myelin", "server-log"))
+    if sl and sl.get("count"):
+        notes.append(f"- Myelin logged {sl['count']:,} warnings or errors; the first: `{sl.get('first', '')[:300]}`")
+    elif sl is not None:
+        notes.append("- Myelin logged no warning and no error during the section.")
+    if notes:
+        out += ["", "Errors and notes:", ""] + notes
+    out += ["", "Raw lines: `docs/benchmarks/sync.jsonl`."]
+    return "\n".join(out)
+
+
 def splice(doc_path: str, section: str, kind: str = "http") -> None:
     begin, end, title = MARKERS[kind]
     text = open(doc_path).read() if os.path.exists(doc_path) else DOC_HEAD
@@ -448,14 +727,14 @@ def splice(doc_path: str, section: str, kind: str = "http") -> None:
 def main() -> int:
     args = sys.argv[1:]
     kind = "http"
-    if args[:1] in (["--storage"], ["--rooms"]):
+    if args[:1] in (["--storage"], ["--rooms"], ["--sync"]):
         kind, args = args[0][2:], args[1:]
     if len(args) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     with open(args[0]) as f:
         lines = [json.loads(l) for l in f if l.strip()]
-    renderer = {"http": render, "storage": render_storage, "rooms": render_rooms}[kind]
+    renderer = {"http": render, "storage": render_storage, "rooms": render_rooms, "sync": render_sync}[kind]
     splice(args[1], renderer(lines), kind)
     return 0
 

@@ -94,7 +94,7 @@ impl Stats {
     }
 }
 
-fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+pub fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }

@@ -13,16 +13,18 @@
 //!
 //! Modules: `http` (requests, statistics, result lines), `accounts`
 //! (registration, logins), `basic` (account scenarios), `rooms` (room
-//! scenarios).
+//! scenarios), `sync` (delivery through /sync and the WebSocket, initial
+//! sync, /messages).
 
 mod accounts;
 mod basic;
 mod http;
 mod rooms;
+mod sync;
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -81,6 +83,13 @@ enum Cmd {
     /// Timed GET /rooms/ROOM/state/m.room.member/USER and GET /rooms/ROOM/state/m.room.name in a
     /// room of --members members, after each of the --history sizes of message history.
     StateLookup(StateLookup),
+    /// N users in R rooms, each holding a sync loop (long-poll /sync or the WebSocket) while
+    /// messages are sent: send rate, delivery latency to every receiver, completeness.
+    SyncFanout(SyncFanout),
+    /// Timed full initial GET /sync of a user in --rooms rooms with --history messages each.
+    InitialSync(InitialSync),
+    /// Timed GET /rooms/ROOM/messages?dir=b&limit=N in a room of --messages messages.
+    Messages(MessagesBench),
 }
 
 #[derive(Args, Clone)]
@@ -185,6 +194,148 @@ pub struct StateLookup {
     label: String,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum Membership {
+    /// Every user is in every room
+    All,
+    /// User i is in room i mod R only
+    Spread,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum Transport {
+    /// Long-poll GET /sync?since=...&timeout=30000
+    Http,
+    /// Myelin's WebSocket (GET /_matrix/client/unstable/io.myelin.websocket/stream, m.json)
+    Websocket,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum Load {
+    /// One message in flight at a time, paced at --rate per second
+    Light,
+    /// Every user sends as fast as it can (one message in flight each)
+    Saturating,
+}
+
+#[derive(Args, Clone)]
+pub struct SyncFanout {
+    /// Base URL of the homeserver
+    #[arg(long)]
+    url: String,
+    /// registration_shared_secret of the server (users are registered through it)
+    #[arg(long)]
+    secret: String,
+    /// Users (PREFIX0 .. PREFIX{N-1}); every one holds a sync loop
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Rooms
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Who is in which room
+    #[arg(long, value_enum, default_value_t = Membership::All)]
+    membership: Membership,
+    /// How receivers get their updates
+    #[arg(long, value_enum, default_value_t = Transport::Http)]
+    transport: Transport,
+    #[arg(long, value_enum, default_value_t = Load::Light)]
+    load: Load,
+    /// Messages to send at most (default: 200 for light load, no limit for saturating)
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Seconds of sending at most (default: no limit for light load, 10 for saturating)
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Messages per second under light load
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds to wait, after the last send, for every receiver to see every message
+    #[arg(long, default_value_t = 30.0)]
+    drain: f64,
+    /// Timeline limit of the receivers' sync filter (Synapse caps it at 100)
+    #[arg(long, default_value_t = 100)]
+    timeline_limit: usize,
+    #[arg(long, default_value = "sync")]
+    prefix: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    /// Registrations and joins in flight during set-up
+    #[arg(long, default_value_t = 4)]
+    setup_concurrency: usize,
+    /// Room version of the rooms (default: the server's)
+    #[arg(long)]
+    room_version: Option<String>,
+    /// Free-form label copied into the output
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Args, Clone)]
+pub struct InitialSync {
+    /// Base URL of the homeserver
+    #[arg(long)]
+    url: String,
+    /// registration_shared_secret of the server
+    #[arg(long)]
+    secret: String,
+    /// Rooms the user is in (each created by it)
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Messages of history in each room
+    #[arg(long, default_value_t = 100)]
+    history: u64,
+    /// Timeline limit of the sync filter
+    #[arg(long, default_value_t = 10)]
+    timeline_limit: usize,
+    /// Seconds of measurement
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of unrecorded syncs first
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    #[arg(long, default_value = "isync")]
+    prefix: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    #[arg(long)]
+    room_version: Option<String>,
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Args, Clone)]
+pub struct MessagesBench {
+    /// Base URL of the homeserver
+    #[arg(long)]
+    url: String,
+    /// registration_shared_secret of the server
+    #[arg(long)]
+    secret: String,
+    /// Messages sent into the room first
+    #[arg(long, default_value_t = 1000)]
+    messages: u64,
+    /// `limit` of each GET /messages
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    /// Sends in flight while writing the history
+    #[arg(long, default_value_t = 8)]
+    send_concurrency: usize,
+    /// Seconds of measurement
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of unrecorded requests first
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    #[arg(long, default_value = "hist")]
+    prefix: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    #[arg(long)]
+    room_version: Option<String>,
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
 fn main() {
     let cli = Cli::parse();
     let pool = match &cli.cmd {
@@ -205,6 +356,25 @@ fn main() {
             }
             let most = a.concurrency.iter().copied().max().unwrap_or(1);
             most.max(a.setup_concurrency).max(a.join_concurrency).max(a.send_concurrency)
+        }
+        Cmd::SyncFanout(a) => {
+            if a.users < 2 || a.rooms == 0 || a.rate <= 0.0 || a.timeline_limit == 0 {
+                http::fail("--users must be at least 2; --rooms, --rate and --timeline-limit positive");
+            }
+            // A long-poll and a send per user, plus gap fills.
+            a.users * 3 + a.setup_concurrency
+        }
+        Cmd::InitialSync(a) => {
+            if a.rooms == 0 || a.duration <= 0.0 {
+                http::fail("--rooms and --duration must be positive");
+            }
+            4
+        }
+        Cmd::Messages(a) => {
+            if a.duration <= 0.0 || a.limit == 0 {
+                http::fail("--duration and --limit must be positive");
+            }
+            a.send_concurrency.max(1)
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -228,5 +398,8 @@ async fn run(cmd: Cmd, pool: usize) {
         Cmd::SendOneRoom { bench, room } => rooms::bench_send_one_room(client, bench, room.room_version).await,
         Cmd::SendManyRooms { bench, room } => rooms::bench_send_many_rooms(client, bench, room.room_version).await,
         Cmd::StateLookup(a) => rooms::bench_state_lookup(client, a).await,
+        Cmd::SyncFanout(a) => sync::bench_sync_fanout(client, a).await,
+        Cmd::InitialSync(a) => sync::bench_initial_sync(client, a).await,
+        Cmd::Messages(a) => sync::bench_messages(client, a).await,
     }
 }

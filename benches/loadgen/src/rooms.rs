@@ -13,7 +13,7 @@ use crate::http::{Failure, Stats, base, encode_segment, fail, print_line, round3
 use crate::{Bench, StateLookup, Users};
 
 /// `POST /createRoom` with `preset: public_chat` and a name; the new room's ID.
-async fn create_room(
+pub async fn create_room(
     client: &Client,
     url: &str,
     s: &Session,
@@ -34,7 +34,7 @@ async fn create_room(
         .ok_or_else(|| Failure { status: None, text: format!("createRoom answered without room_id: {answer}") })
 }
 
-async fn join(client: &Client, url: &str, s: &Session, room_id: &str) -> Result<Value, Failure> {
+pub async fn join(client: &Client, url: &str, s: &Session, room_id: &str) -> Result<Value, Failure> {
     send(
         client
             .post(format!("{}/_matrix/client/v3/join/{}", base(url), encode_segment(room_id)))
@@ -46,7 +46,7 @@ async fn join(client: &Client, url: &str, s: &Session, room_id: &str) -> Result<
 
 /// Join every session to the room, `concurrency` joins in flight; sessions of the same user join
 /// once. Returns the seconds it took, or the errors seen.
-async fn join_all(
+pub async fn join_all(
     client: &Client,
     url: &str,
     room_id: &str,
@@ -86,18 +86,18 @@ async fn join_all(
     if st.errors > 0 { Err(st) } else { Ok(started.elapsed().as_secs_f64()) }
 }
 
-fn join_failed(st: &Stats) -> ! {
+pub fn join_failed(st: &Stats) -> ! {
     let samples: Vec<String> = st.samples.iter().map(|(m, c)| format!("{c} x {m}")).collect();
     fail(&format!("{} joins failed: {}", st.errors, samples.join("; ")))
 }
 
 /// A unique prefix for transaction IDs, so that no two runs share one.
-fn txn_nonce() -> String {
+pub fn txn_nonce() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{nanos:x}")
 }
 
-fn send_url(url: &str, room_id: &str) -> String {
+pub fn send_url(url: &str, room_id: &str) -> String {
     format!("{}/_matrix/client/v3/rooms/{}/send/m.room.message/", base(url), encode_segment(room_id))
 }
 
@@ -169,7 +169,7 @@ pub async fn bench_send_many_rooms(client: Client, b: Bench, version: Option<Str
 
 /// Send `count` messages into the room from `senders`, `concurrency` in flight; the stats of the
 /// sends and the time they took.
-async fn send_history(
+pub async fn send_history(
     client: &Client,
     url: &str,
     room_id: &str,
