@@ -489,4 +489,6 @@ impl Inner {
 }
 
 #[cfg(test)]
+mod receiver_tests;
+#[cfg(test)]
 mod tests;

@@ -53,7 +53,7 @@ async fn quiet_services(dir: &Path) -> Arc<Services> {
     services
 }
 
-async fn user(services: &Services, name: &str) -> OwnedUserId {
+pub(super) async fn user(services: &Services, name: &str) -> OwnedUserId {
     let user_id = services.accounts.user_id_for_registration(name).unwrap();
     services.accounts.register(NewAccount { user_id: Some(user_id.clone()), ..Default::default() }).await.unwrap();
     user_id
@@ -72,7 +72,7 @@ fn join() -> MembershipChange {
 
 /// A public room of `alice`'s which `remote` (a user of another server) joined. The join is
 /// written through the local write path, as if the receiving side had accepted it.
-async fn room_with(services: &Services, alice: &UserId, remote: &[&UserId]) -> OwnedRoomId {
+pub(super) async fn room_with(services: &Services, alice: &UserId, remote: &[&UserId]) -> OwnedRoomId {
     let room_id = services
         .rooms
         .create_room(alice, CreateRoom { preset: Some("public_chat".into()), ..Default::default() })
@@ -84,12 +84,12 @@ async fn room_with(services: &Services, alice: &UserId, remote: &[&UserId]) -> O
     room_id
 }
 
-async fn send(services: &Services, room_id: &RoomId, user: &UserId, body: &str) -> OwnedEventId {
+pub(super) async fn send(services: &Services, room_id: &RoomId, user: &UserId, body: &str) -> OwnedEventId {
     services.rooms.send(room_id, user, message(body), None).await.unwrap().pdu.event_id.clone()
 }
 
 /// The room's timeline, as the PDUs stored.
-fn timeline(services: &Services, room_id: &RoomId) -> Vec<Value> {
+pub(super) fn timeline(services: &Services, room_id: &RoomId) -> Vec<Value> {
     let room = services.rooms.room_exists(room_id).unwrap();
     services
         .storage
@@ -100,11 +100,11 @@ fn timeline(services: &Services, room_id: &RoomId) -> Vec<Value> {
         .collect()
 }
 
-fn body(pdu: &Value) -> &str {
+pub(super) fn body(pdu: &Value) -> &str {
     pdu["content"]["body"].as_str().unwrap_or_default()
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(super) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !done() {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
