@@ -59,8 +59,10 @@ pub fn v3_routes() -> Router<Arc<Services>> {
             "/pushrules/{scope}/{kind}/{rule_id}",
             get(push_rules::get).put(push_rules::put).delete(push_rules::delete),
         )
-        .route("/pushrules/{scope}/{kind}/{rule_id}/enabled", get(push_rules::get_enabled).put(push_rules::set_enabled))
-        .route("/pushrules/{scope}/{kind}/{rule_id}/actions", get(push_rules::get_actions).put(push_rules::set_actions))
+        .route(
+            "/pushrules/{scope}/{kind}/{rule_id}/{attribute}",
+            get(push_rules::get_attribute).put(push_rules::set_attribute),
+        )
         .merge(room_routes())
         .route("/sync", get(sync::sync))
         .route("/user/{user_id}/filter", post(sync::create_filter))

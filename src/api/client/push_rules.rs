@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     api::extract::{self, Auth, Path, Query},
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     service::{
         Services,
         push_rules::{Position, RuleBody},
@@ -70,56 +70,52 @@ pub async fn delete(
     Ok(Json(json!({})))
 }
 
-pub async fn get_enabled(
+/// `GET .../enabled` and `GET .../actions`: one attribute of a rule.
+pub async fn get_attribute(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
-    Path((scope, kind, rule_id)): Path<(String, String, String)>,
+    Path((scope, kind, rule_id, attribute)): Path<(String, String, String, String)>,
 ) -> Result<Json<Value>> {
     check_scope(&scope)?;
+    check_attribute(&attribute)?;
     let rule = services.account_data.push_rule(&session.user_id, &kind, &rule_id)?;
-    Ok(Json(json!({ "enabled": rule["enabled"] })))
+    Ok(Json(json!({ attribute.as_str(): rule[attribute.as_str()] })))
 }
 
 #[derive(Deserialize)]
-pub struct Enabled {
-    enabled: bool,
+pub struct Attributes {
+    enabled: Option<bool>,
+    actions: Option<Vec<Action>>,
 }
 
-pub async fn set_enabled(
+/// `PUT .../enabled` (`{"enabled": bool}`) and `PUT .../actions` (`{"actions": [...]}`).
+pub async fn set_attribute(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
-    Path((scope, kind, rule_id)): Path<(String, String, String)>,
-    extract::Json(body): extract::Json<Enabled>,
+    Path((scope, kind, rule_id, attribute)): Path<(String, String, String, String)>,
+    extract::Json(body): extract::Json<Attributes>,
 ) -> Result<Json<Value>> {
     check_scope(&scope)?;
-    services.account_data.set_push_rule_enabled(&session.user_id, &kind, &rule_id, body.enabled).await?;
+    check_attribute(&attribute)?;
+    let (user, data) = (&session.user_id, &services.account_data);
+    let missing = || Error::missing_param(format!("`{attribute}` is required"));
+    match (attribute.as_str(), body) {
+        ("enabled", Attributes { enabled: Some(enabled), .. }) => {
+            data.set_push_rule_enabled(user, &kind, &rule_id, enabled).await?
+        }
+        ("actions", Attributes { actions: Some(actions), .. }) => {
+            data.set_push_rule_actions(user, &kind, &rule_id, actions).await?
+        }
+        _ => return Err(missing()),
+    }
     Ok(Json(json!({})))
 }
 
-pub async fn get_actions(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-    Path((scope, kind, rule_id)): Path<(String, String, String)>,
-) -> Result<Json<Value>> {
-    check_scope(&scope)?;
-    let rule = services.account_data.push_rule(&session.user_id, &kind, &rule_id)?;
-    Ok(Json(json!({ "actions": rule["actions"] })))
-}
-
-#[derive(Deserialize)]
-pub struct Actions {
-    actions: Vec<Action>,
-}
-
-pub async fn set_actions(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-    Path((scope, kind, rule_id)): Path<(String, String, String)>,
-    extract::Json(body): extract::Json<Actions>,
-) -> Result<Json<Value>> {
-    check_scope(&scope)?;
-    services.account_data.set_push_rule_actions(&session.user_id, &kind, &rule_id, body.actions).await?;
-    Ok(Json(json!({})))
+fn check_attribute(attribute: &str) -> Result<()> {
+    match attribute {
+        "enabled" | "actions" => Ok(()),
+        _ => Err(Error::new(ErrorKind::Unrecognized, "Unrecognized request")),
+    }
 }
 
 fn check_scope(scope: &str) -> Result<()> {
