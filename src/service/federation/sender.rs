@@ -289,7 +289,11 @@ impl Sender {
 
     /// Stops every task and waits for them to end. What they did not deliver stays queued.
     pub async fn shutdown(&self) {
-        self.inner.stop.send_replace(true);
+        {
+            // Under the lock that spawning holds: no task starts after this.
+            let _destinations = self.inner.destinations.lock().expect("sender lock");
+            self.inner.stop.send_replace(true);
+        }
         let mut tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("sender tasks lock"));
         while tasks.join_next().await.is_some() {}
     }
@@ -304,10 +308,13 @@ impl Inner {
     /// Marks a destination as having something new (after `change`, under the lock) and starts
     /// its task if none runs.
     fn touch(self: &Arc<Self>, destination: &ServerName, change: impl FnOnce(&mut Ephemeral)) {
-        if destination == self.server_name || *self.stop.borrow() {
+        if destination == self.server_name {
             return;
         }
         let mut destinations = self.destinations.lock().expect("sender lock");
+        if *self.stop.borrow() {
+            return;
+        }
         match destinations.entry(destination.to_owned()) {
             Entry::Occupied(mut entry) => {
                 let state = entry.get_mut();
