@@ -68,6 +68,17 @@ pub async fn sync(
     }
     loop {
         wake.borrow_and_update();
+        let may_wait = request.since.is_some() && !request.full_state && !*shutdown.borrow();
+        // Nothing at all happened since `since`: the answer would be empty, so wait before
+        // building it. This is the common case of a client's next long-poll right after an
+        // answer, and it would otherwise cost a whole build for every wake-up.
+        if may_wait && nothing_since(services, request.since) && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                changed = wake.changed() => if changed.is_ok() { continue },
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
         let (response, has_updates) = build(services, session, request).await?;
         let may_wait = request.since.is_some() && !request.full_state && !*shutdown.borrow();
         if has_updates || !may_wait || tokio::time::Instant::now() >= deadline {
@@ -79,6 +90,18 @@ pub async fn sync(
             _ = shutdown.changed() => return Ok(response),
         }
     }
+}
+
+/// Whether the stream and the ephemeral serial stand exactly where `since` left them (and no
+/// to-device messages were held back): then no sync from `since` has anything to say. Both
+/// counters are server-wide, so this may say no when nothing concerns the user, never yes when
+/// something does.
+fn nothing_since(services: &Services, since: Option<SyncToken>) -> bool {
+    since.is_some_and(|since| {
+        since.to_device.is_none()
+            && since.position == services.storage.stream_position()
+            && since.serial == services.serial.current()
+    })
 }
 
 /// Builds the answer for the stream as it is now; says whether it carries anything.
