@@ -12,7 +12,10 @@ use ruma::{
 };
 use serde_json::{Map, Value};
 
-use super::{federation::sender::Sender, notifier::Notifier};
+use super::{
+    federation::sender::{Queued, Sender},
+    notifier::Notifier,
+};
 use crate::{
     error::{Error, Result},
     storage::{Batch, Storage, ToDeviceMessage},
@@ -91,14 +94,15 @@ impl ToDevice {
             }
             targets.push(user);
         }
-        for (server, messages) in &remote {
+        let mut queued = Queued::default();
+        for (server, messages) in remote {
             let mut content = DirectDeviceContent::new(sender.to_owned(), kind.into(), TransactionId::new());
-            content.messages = messages.clone();
-            self.sender.queue_edu(&mut batch, [&**server], &Edu::DirectToDevice(content))?;
+            content.messages = messages;
+            queued.extend(self.sender.queue_edu(&mut batch, [&*server], &Edu::DirectToDevice(content))?);
         }
         self.storage.commit(batch).await?;
         self.notifier.notify_all(targets.iter().map(|u| &**u));
-        self.sender.wake(remote.keys().map(|s| &**s));
+        self.sender.wake(&queued);
         Ok(())
     }
 

@@ -20,10 +20,12 @@ pub struct QueuedEdu {
 }
 
 impl Storage {
-    /// The oldest `limit` PDUs queued for `destination`.
-    pub fn outbound_pdus(&self, destination: &str, limit: usize) -> Result<Vec<QueuedPdu>, StorageError> {
+    /// The oldest `limit` PDUs queued for `destination` with numbers from `from` on. Starting
+    /// above what was already sent and deleted skips its tombstones, which a scan from the start
+    /// of the queue would have to step over until compactions drop them.
+    pub fn outbound_pdus(&self, destination: &str, from: u64, limit: usize) -> Result<Vec<QueuedPdu>, StorageError> {
         self.engine
-            .scan_prefix(Column::OutboundPdus, &key::outbound_prefix(destination))
+            .scan_from(Column::OutboundPdus, &key::outbound_prefix(destination), &key::outbound(destination, from))
             .take(limit)
             .map(|entry| {
                 let (k, v) = entry?;
@@ -32,10 +34,10 @@ impl Storage {
             .collect()
     }
 
-    /// The oldest `limit` EDUs queued for `destination`.
-    pub fn outbound_edus(&self, destination: &str, limit: usize) -> Result<Vec<QueuedEdu>, StorageError> {
+    /// The oldest `limit` EDUs queued for `destination` with numbers from `from` on.
+    pub fn outbound_edus(&self, destination: &str, from: u64, limit: usize) -> Result<Vec<QueuedEdu>, StorageError> {
         self.engine
-            .scan_prefix(Column::OutboundEdus, &key::outbound_prefix(destination))
+            .scan_from(Column::OutboundEdus, &key::outbound_prefix(destination), &key::outbound(destination, from))
             .take(limit)
             .map(|entry| {
                 let (k, v) = entry?;

@@ -70,9 +70,9 @@ impl Services {
         content.deleted = deleted.then_some(true);
         let mut batch = Batch::new();
         let sender = &self.federation.sender;
-        sender.queue_edu(&mut batch, servers.iter().map(|s| &**s), &Edu::DeviceListUpdate(content))?;
+        let queued = sender.queue_edu(&mut batch, servers.iter().map(|s| &**s), &Edu::DeviceListUpdate(content))?;
         self.storage.commit(batch).await?;
-        sender.wake(servers.iter().map(|s| &**s));
+        sender.wake(&queued);
         Ok(())
     }
 }

@@ -25,7 +25,7 @@
 //! database.
 
 use std::{
-    collections::{BTreeMap, HashMap, hash_map::Entry},
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -142,14 +142,79 @@ fn raw_edu(edu: &Edu) -> Option<Raw<Edu>> {
     Raw::new(edu).map_err(|e| tracing::error!(error = %e, "an EDU does not serialize")).ok()
 }
 
-/// What the sender knows of a destination whose task runs.
+/// Where a destination's scans of one queue start: above what was delivered, so that they do not
+/// step over the tombstones of deleted entries (which RocksDB keeps until a compaction drops them,
+/// and which a busy queue piles up by the hundred thousand).
+///
+/// Numbers are allocated before their batch commits, so an entry may become visible below where
+/// the last scan reached; its `wake` (after the commit) lowers the start again. A scan resets
+/// `woken`; after a delivery the start moves past the delivered entries, but never above a number
+/// woken meanwhile.
+#[derive(Default)]
+struct Floor {
+    start: u64,
+    /// The lowest number woken since the last scan.
+    woken: Option<u64>,
+}
+
+impl Floor {
+    fn woken(&mut self, number: u64) {
+        self.start = self.start.min(number);
+        self.woken = Some(self.woken.map_or(number, |w| w.min(number)));
+    }
+
+    /// Where the next scan starts.
+    fn scan(&mut self) -> u64 {
+        self.woken = None;
+        self.start
+    }
+
+    /// The entries of the last scan up to `last` were delivered.
+    fn delivered(&mut self, last: Option<u64>) {
+        if let Some(last) = last {
+            self.start = last.saturating_add(1).min(self.woken.unwrap_or(u64::MAX));
+        }
+    }
+}
+
+/// What the sender knows of a destination it sent to since the start.
+#[derive(Default)]
 struct DestinationState {
+    /// Its task runs.
+    running: bool,
     /// Something was queued since the task last read the queue.
     dirty: bool,
     /// The task waits to retry; `destination_alive` cuts the wait short through `retry_now`.
     backing_off: bool,
     retry_now: Arc<Notify>,
     ephemeral: Ephemeral,
+    pdus: Floor,
+    edus: Floor,
+}
+
+/// What `queue_pdu` and `queue_edu` staged, for [`Sender::wake`] once the batch is committed.
+#[derive(Debug, Default)]
+#[must_use = "wake the destinations once the batch is committed"]
+pub struct Queued {
+    pdus: Vec<(OwnedServerName, u64)>,
+    edus: Vec<(OwnedServerName, u64)>,
+}
+
+impl Queued {
+    pub fn is_empty(&self) -> bool {
+        self.pdus.is_empty() && self.edus.is_empty()
+    }
+
+    /// Adds what another call queued (in the same batch).
+    pub fn extend(&mut self, other: Queued) {
+        self.pdus.extend(other.pdus);
+        self.edus.extend(other.edus);
+    }
+
+    /// The destinations something was queued for (with repeats).
+    pub fn destinations(&self) -> impl Iterator<Item = &ServerName> {
+        self.pdus.iter().chain(&self.edus).map(|(destination, _)| &**destination)
+    }
 }
 
 struct Inner {
@@ -157,7 +222,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     server_name: OwnedServerName,
     backoff: Backoff,
-    /// Destinations whose task runs. An entry is added with its task and removed by it.
+    /// Every destination queued for since the start (a few numbers each).
     destinations: Mutex<HashMap<OwnedServerName, DestinationState>>,
     tasks: Mutex<JoinSet<()>>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -193,10 +258,10 @@ impl Sender {
         }
     }
 
-    /// Stages an event (by short ID) for each destination into `batch`, which must be committed
-    /// before [`wake`] is called for them. Our own server is skipped. Events queued in one room
-    /// are sent in the order they were queued. `Rooms::append` queues the events it writes; this
-    /// is for events stored by other paths.
+    /// Stages an event (by short ID) for each destination into `batch`; once the batch is
+    /// committed, pass the result to [`wake`]. Our own server is skipped. Events queued in one
+    /// room are sent in the order they were queued. `Rooms::append` queues the events it writes;
+    /// this is for events stored by other paths.
     ///
     /// [`wake`]: Self::wake
     pub fn queue_pdu<'a>(
@@ -204,14 +269,18 @@ impl Sender {
         batch: &mut Batch,
         destinations: impl IntoIterator<Item = &'a ServerName>,
         short_event: u64,
-    ) {
+    ) -> Queued {
+        let mut queued = Queued::default();
         for destination in destinations.into_iter().filter(|d| *d != self.inner.server_name) {
             let number = self.inner.storage.allocate(batch, Sequence::Outbound);
             batch.queue_outbound_pdu(destination.as_str(), QueuedPdu { number, short_event });
+            queued.pdus.push((destination.to_owned(), number));
         }
+        queued
     }
 
-    /// Stages a persistent EDU for each destination into `batch` (commit it, then [`wake`]).
+    /// Stages a persistent EDU for each destination into `batch`; once the batch is committed,
+    /// pass the result to [`wake`].
     ///
     /// [`wake`]: Self::wake
     pub fn queue_edu<'a>(
@@ -219,20 +288,25 @@ impl Sender {
         batch: &mut Batch,
         destinations: impl IntoIterator<Item = &'a ServerName>,
         edu: &Edu,
-    ) -> Result<()> {
+    ) -> Result<Queued> {
         let edu = serde_json::value::to_raw_value(edu).map_err(|e| Error::internal(format!("EDU: {e}")))?;
+        let mut queued = Queued::default();
         for destination in destinations.into_iter().filter(|d| *d != self.inner.server_name) {
             let number = self.inner.storage.allocate(batch, Sequence::Outbound);
             batch.queue_outbound_edu(destination.as_str(), number, &edu);
+            queued.edus.push((destination.to_owned(), number));
         }
-        Ok(())
+        Ok(queued)
     }
 
-    /// Tells the destinations' tasks that something was committed to their queues, starting
-    /// those that are not running.
-    pub fn wake<'a>(&self, destinations: impl IntoIterator<Item = &'a ServerName>) {
-        for destination in destinations {
-            self.inner.touch(destination, |_| {});
+    /// Tells the destinations' tasks what was committed to their queues, starting those that
+    /// are not running. Call it after the commit, never before.
+    pub fn wake(&self, queued: &Queued) {
+        for (destination, number) in &queued.pdus {
+            self.inner.touch(destination, |state| state.pdus.woken(*number));
+        }
+        for (destination, number) in &queued.edus {
+            self.inner.touch(destination, |state| state.edus.woken(*number));
         }
     }
 
@@ -245,8 +319,8 @@ impl Sender {
         typing: bool,
     ) {
         for destination in destinations {
-            self.inner.touch(destination, |ephemeral| {
-                ephemeral.typing.insert((room_id.to_owned(), user_id.to_owned()), typing);
+            self.inner.touch(destination, |state| {
+                state.ephemeral.typing.insert((room_id.to_owned(), user_id.to_owned()), typing);
             });
         }
     }
@@ -254,8 +328,8 @@ impl Sender {
     /// Sends a user's presence (in memory; a newer update replaces an older one not yet sent).
     pub fn queue_presence<'a>(&self, destinations: impl IntoIterator<Item = &'a ServerName>, update: &PresenceUpdate) {
         for destination in destinations {
-            self.inner.touch(destination, |ephemeral| {
-                ephemeral.presence.insert(update.user_id.clone(), update.clone());
+            self.inner.touch(destination, |state| {
+                state.ephemeral.presence.insert(update.user_id.clone(), update.clone());
             });
         }
     }
@@ -265,6 +339,7 @@ impl Sender {
     pub fn destination_alive(&self, destination: &ServerName) {
         let destinations = self.inner.destinations.lock().expect("sender lock");
         if let Some(state) = destinations.get(destination)
+            && state.running
             && state.backing_off
         {
             tracing::debug!(%destination, "destination is back: retrying now");
@@ -272,7 +347,7 @@ impl Sender {
         }
     }
 
-    /// Starts delivering what was queued before the last shutdown.
+    /// Starts delivering what was queued before the last shutdown. Call it once, at start.
     pub fn resume(&self) -> Result<()> {
         let destinations = self.inner.storage.outbound_destinations()?;
         if !destinations.is_empty() {
@@ -280,7 +355,10 @@ impl Sender {
         }
         for destination in destinations {
             match OwnedServerName::try_from(destination.as_str()) {
-                Ok(name) => self.inner.touch(&name, |_| {}),
+                Ok(name) => self.inner.touch(&name, |state| {
+                    state.pdus.woken(0);
+                    state.edus.woken(0);
+                }),
                 Err(_) => tracing::error!(%destination, "a queue names an invalid server; ignored"),
             }
         }
@@ -300,14 +378,15 @@ impl Sender {
 
     /// Destinations whose task runs now (for tests and diagnostics).
     pub fn active_destinations(&self) -> Vec<OwnedServerName> {
-        self.inner.destinations.lock().expect("sender lock").keys().cloned().collect()
+        let destinations = self.inner.destinations.lock().expect("sender lock");
+        destinations.iter().filter(|(_, state)| state.running).map(|(name, _)| name.clone()).collect()
     }
 }
 
 impl Inner {
     /// Marks a destination as having something new (after `change`, under the lock) and starts
     /// its task if none runs.
-    fn touch(self: &Arc<Self>, destination: &ServerName, change: impl FnOnce(&mut Ephemeral)) {
+    fn touch(self: &Arc<Self>, destination: &ServerName, change: impl FnOnce(&mut DestinationState)) {
         if destination == self.server_name {
             return;
         }
@@ -315,30 +394,20 @@ impl Inner {
         if *self.stop.borrow() {
             return;
         }
-        match destinations.entry(destination.to_owned()) {
-            Entry::Occupied(mut entry) => {
-                let state = entry.get_mut();
-                change(&mut state.ephemeral);
-                state.dirty = true;
-            }
-            Entry::Vacant(entry) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    tracing::error!(%destination, "no runtime to send to another server from");
-                    return;
-                };
-                let mut state = DestinationState {
-                    dirty: true,
-                    backing_off: false,
-                    retry_now: Arc::new(Notify::new()),
-                    ephemeral: Ephemeral::default(),
-                };
-                change(&mut state.ephemeral);
-                entry.insert(state);
-                let mut tasks = self.tasks.lock().expect("sender tasks lock");
-                while tasks.try_join_next().is_some() {}
-                tasks.spawn_on(self.clone().run(destination.to_owned()), &runtime);
-            }
+        let state = destinations.entry(destination.to_owned()).or_default();
+        change(state);
+        state.dirty = true;
+        if state.running {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(%destination, "no runtime to send to another server from");
+            return;
+        };
+        state.running = true;
+        let mut tasks = self.tasks.lock().expect("sender tasks lock");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn_on(self.clone().run(destination.to_owned()), &runtime);
     }
 
     /// A destination's task: sends transactions until the queue is empty or the server stops.
@@ -412,15 +481,15 @@ impl Inner {
 
     /// The next transaction from the destination's queues, or `None` when they are empty.
     fn next_transaction(&self, destination: &ServerName) -> Result<Option<Transaction>> {
-        let mut edus = {
+        let (mut edus, pdus_from, edus_from) = {
             let mut destinations = self.destinations.lock().expect("sender lock");
             let state = destinations.get_mut(destination).expect("a running task has its entry");
             // Cleared before reading the queues: what is committed after this read marks it again.
             state.dirty = false;
-            state.ephemeral.take(MAX_EDUS)
+            (state.ephemeral.take(MAX_EDUS), state.pdus.scan(), state.edus.scan())
         };
-        let queued_pdus = self.storage.outbound_pdus(destination.as_str(), MAX_PDUS)?;
-        let queued_edus = self.storage.outbound_edus(destination.as_str(), MAX_EDUS - edus.len())?;
+        let queued_pdus = self.storage.outbound_pdus(destination.as_str(), pdus_from, MAX_PDUS)?;
+        let queued_edus = self.storage.outbound_edus(destination.as_str(), edus_from, MAX_EDUS - edus.len())?;
         if queued_pdus.is_empty() && queued_edus.is_empty() && edus.is_empty() {
             return Ok(None);
         }
@@ -454,19 +523,22 @@ impl Inner {
             batch.dequeue_outbound_edu(destination.as_str(), *number);
         }
         self.storage.commit(batch).await?;
+        let mut destinations = self.destinations.lock().expect("sender lock");
+        let state = destinations.get_mut(destination).expect("a running task has its entry");
+        state.pdus.delivered(transaction.pdu_numbers.last().copied());
+        state.edus.delivered(transaction.edu_numbers.last().copied());
         Ok(())
     }
 
     /// Ends the destination's task if nothing was queued since it last looked; says whether so.
     fn finish(&self, destination: &ServerName) -> bool {
         let mut destinations = self.destinations.lock().expect("sender lock");
-        match destinations.get(destination) {
-            Some(state) if state.dirty => false,
-            _ => {
-                destinations.remove(destination);
-                true
-            }
+        let state = destinations.get_mut(destination).expect("a running task has its entry");
+        if state.dirty {
+            return false;
         }
+        state.running = false;
+        true
     }
 
     /// Waits before a retry: the backoff, cut short by `destination_alive`. `false` when the

@@ -409,10 +409,9 @@ impl Rooms {
         also(&mut batch, &built.pdu)?;
         let before = (room.record.state, room.state.clone());
         let staged = self.stage(&mut batch, room, built, transaction).await?;
-        let destinations =
-            self.queue_outbound(&mut batch, room, (before.0, &before.1), &staged.pdu, staged.short_event)?;
+        let queued = self.queue_outbound(&mut batch, room, (before.0, &before.1), &staged.pdu, staged.short_event)?;
         let mut appended = self.commit(batch, vec![staged]).await?;
-        self.sender.wake(destinations.iter().map(|d| &**d));
+        self.sender.wake(&queued);
         Ok(appended.pop().expect("one event committed"))
     }
 

@@ -53,13 +53,14 @@ impl Rooms {
         };
         // Public receipts go to the other servers in the room too, queued with the receipt.
         let destinations = if kind == "m.read" { self.remote_servers_in_room(room_id)? } else { Vec::new() };
+        let mut queued = crate::service::federation::sender::Queued::default();
         if !destinations.is_empty() {
             let edu = crate::service::federation::edus::receipt(room_id, user, event_id, receipt.record.ts, thread);
-            self.sender.queue_edu(&mut batch, destinations.iter().map(|d| &**d), &edu)?;
+            queued = self.sender.queue_edu(&mut batch, destinations.iter().map(|d| &**d), &edu)?;
         }
         batch.put_receipt(room.short_id, receipt, replaces);
         self.storage.commit(batch).await?;
-        self.sender.wake(destinations.iter().map(|d| &**d));
+        self.sender.wake(&queued);
         if kind == "m.read" {
             self.notify_members(room_id, std::iter::empty());
         } else {

@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use ruma::{OwnedServerName, RoomId, UserId, events::TimelineEventType};
 
 use super::{Pdu, RoomHandle, Rooms, StateMap, state::EMPTY};
-use crate::{error::Result, storage::Batch};
+use crate::{error::Result, service::federation::sender::Queued, storage::Batch};
 
 /// Joined members per server.
 pub type ServerCounts = std::collections::BTreeMap<OwnedServerName, usize>;
@@ -75,8 +75,8 @@ impl Rooms {
 
     /// Queues a new local event, staged in `batch`, for every other server in the room before or
     /// after it (so a kicked or leaving server hears of its departure). `before` is the state
-    /// the event was placed on; the handle holds the state after it. Returns the destinations,
-    /// to wake once the batch is committed.
+    /// the event was placed on; the handle holds the state after it. Returns what to wake once
+    /// the batch is committed.
     pub(super) fn queue_outbound(
         &self,
         batch: &mut Batch,
@@ -84,7 +84,7 @@ impl Rooms {
         before: (u64, &StateMap),
         pdu: &Pdu,
         short_event: u64,
-    ) -> Result<Vec<OwnedServerName>> {
+    ) -> Result<Queued> {
         let event = |short: u64| match room.pending.values().find(|p| p.short == short) {
             Some(pending) => Ok(Some(pending.pdu.clone())),
             None => self.event(short),
@@ -129,9 +129,6 @@ impl Rooms {
             }
         };
         let destinations: BTreeSet<&OwnedServerName> = counts_before.keys().chain(counts_after.keys()).collect();
-        let destinations: Vec<OwnedServerName> =
-            destinations.into_iter().filter(|server| **server != self.config.server_name).cloned().collect();
-        self.sender.queue_pdu(batch, destinations.iter().map(|d| &**d), short_event);
-        Ok(destinations)
+        Ok(self.sender.queue_pdu(batch, destinations.into_iter().map(|d| &**d), short_event))
     }
 }
