@@ -624,6 +624,115 @@ async fn leaving_moves_the_room_to_leave_once() {
 }
 
 #[tokio::test]
+async fn a_room_left_since_the_last_sync_brings_only_the_state_that_changed() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = shared_room(&server, &alice, &[&bob]).await;
+    let since = sync_token(&server, &bob).await;
+    leave(&server, &bob, &room).await;
+
+    // Bob had the room: the timeline has his departure, and the state nothing (it did not change
+    // before the timeline), as for a room he is still in.
+    let reply = sync(&server, &bob, &[("since", &since)]).await;
+    let left = &reply["rooms"]["leave"][&room];
+    assert_eq!(left["state"]["events"], json!([]), "{left}");
+    let timeline = left["timeline"]["events"].as_array().unwrap();
+    assert_eq!(timeline.len(), 1, "{left}");
+    assert_eq!(
+        (&timeline[0]["state_key"], &timeline[0]["content"]["membership"]),
+        (&json!(bob.user_id), &json!("leave"))
+    );
+
+    // With a timeline too short for what happened, the state has the change before it, and only that.
+    let room = shared_room(&server, &alice, &[&bob]).await;
+    let since = sync_token(&server, &bob).await;
+    let topic = set_state(&server, &alice, &room, "m.room.topic", json!({ "topic": "tea" })).await;
+    send_text(&server, &alice, &room, "hello").await;
+    leave(&server, &bob, &room).await;
+    let filter = json!({ "room": { "timeline": { "limit": 1 } } }).to_string();
+    let reply = sync(&server, &bob, &[("since", &since), ("filter", &filter)]).await;
+    let left = &reply["rooms"]["leave"][&room];
+    assert_eq!(event_ids(&left["state"]["events"]), vec![topic], "{left}");
+    assert_eq!(left["timeline"]["limited"], true);
+}
+
+#[tokio::test]
+async fn a_timeline_limit_of_zero_sends_the_state_without_events() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = shared_room(&server, &alice, &[&bob]).await;
+    send_text(&server, &alice, &room, "hello").await;
+    leave(&server, &bob, &room).await;
+
+    let filter = json!({ "room": { "timeline": { "limit": 0 }, "include_leave": true } }).to_string();
+    let reply = sync(&server, &alice, &[("filter", &filter)]).await;
+    let room_reply = joined(&reply, &room);
+    assert_eq!(room_reply["timeline"]["events"], json!([]), "{room_reply}");
+    assert_eq!(room_reply["timeline"]["limited"], true);
+    assert!(room_reply["timeline"]["prev_batch"].is_string());
+    let state = &room_reply["state"]["events"];
+    assert!(state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"), "{state}");
+    assert_eq!(members(state), set_of(&[&alice.user_id, &bob.user_id]));
+
+    // A left room: its state up to the departure, the departure included.
+    let reply = sync(&server, &bob, &[("filter", &filter)]).await;
+    let left = &reply["rooms"]["leave"][&room];
+    assert_eq!(left["timeline"]["events"], json!([]), "{left}");
+    let departure = left["state"]["events"].as_array().unwrap().iter().find(|e| e["state_key"] == bob.user_id);
+    assert_eq!(departure.unwrap()["content"]["membership"], "leave", "{left}");
+}
+
+#[tokio::test]
+async fn invites_from_ignored_users_are_not_sent() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let path = format!("{V3}/user/{}/account_data/m.ignored_user_list", enc(&alice.user_id));
+    let ignore = json!({ "ignored_users": { (bob.user_id.clone()): {} } });
+    let (status, reply) = server.put(&path, alice.tok(), ignore).await;
+    assert_eq!(status, 200, "{reply}");
+    let since = sync_token(&server, &alice).await;
+
+    let from_bob = create_room(&server, &bob, json!({ "preset": "private_chat", "invite": [alice.user_id] })).await;
+    let from_carol = create_room(&server, &carol, json!({ "preset": "private_chat", "invite": [alice.user_id] })).await;
+    for reply in [sync(&server, &alice, &[("since", &since)]).await, sync(&server, &alice, &[]).await] {
+        let invites = &reply["rooms"]["invite"];
+        assert!(invites.get(&from_bob).is_none(), "{invites}");
+        assert!(invites[&from_carol].is_object(), "{invites}");
+    }
+}
+
+#[tokio::test]
+async fn the_leave_of_a_room_forgotten_since_the_last_sync_still_comes() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = shared_room(&server, &alice, &[&bob]).await;
+    let since = sync_token(&server, &bob).await;
+    leave(&server, &bob, &room).await;
+    let (status, reply) = server.post(&room_path(&room, "forget"), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // Bob's other devices learn of the departure from an incremental sync...
+    let reply = sync(&server, &bob, &[("since", &since)]).await;
+    assert!(reply["rooms"]["leave"][&room].is_object(), "{reply}");
+    // ...and the room is gone after that, and from initial syncs even with include_leave.
+    let again = sync(&server, &bob, &[("since", &next_batch(&reply))]).await;
+    assert!(again["rooms"]["leave"].get(&room).is_none(), "{again}");
+    let filter = json!({ "room": { "include_leave": true } }).to_string();
+    let initial = sync(&server, &bob, &[("filter", &filter)]).await;
+    assert!(initial["rooms"]["leave"].get(&room).is_none(), "{initial}");
+    // Its history is closed to him, whatever the parameters.
+    assert_error(&server.get(&room_path(&room, "messages"), bob.tok()).await, 403, "M_FORBIDDEN");
+    assert_error(&server.get(&room_path(&room, "messages?dir=b"), bob.tok()).await, 403, "M_FORBIDDEN");
+    // Someone who may read it is told what is missing.
+    assert_error(&server.get(&room_path(&room, "messages"), alice.tok()).await, 400, "M_MISSING_PARAM");
+}
+
+#[tokio::test]
 async fn knocks_appear_under_knock() {
     let server = TestServer::start().await;
     let alice = server.register("alice", "pw").await;

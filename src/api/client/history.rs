@@ -48,7 +48,11 @@ pub async fn messages(
         Some("b") => Direction::Backward,
         Some("f") => Direction::Forward,
         Some(other) => return Err(Error::invalid_param(format!("`dir` must be `b` or `f`, not {other}"))),
-        None => return Err(Error::missing_param("`dir` is required")),
+        None => {
+            // A room the user may not read is refused as such, whatever the parameters.
+            services.rooms.check_history_readable(&session.user_id, &room_id)?;
+            return Err(Error::missing_param("`dir` is required"));
+        }
     };
     let query = MessagesQuery {
         from: params.from.as_deref().map(SyncToken::parse).transpose()?,

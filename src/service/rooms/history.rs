@@ -56,6 +56,11 @@ impl Rooms {
         }
     }
 
+    /// Refuses (403) a user who may not read the room's timeline, as `messages` would.
+    pub fn check_history_readable(&self, user: &UserId, room_id: &RoomId) -> Result<()> {
+        self.readable_until(user, room_id).map(|_| ())
+    }
+
     pub fn messages(&self, viewer: Viewer<'_>, room_id: &RoomId, query: &MessagesQuery) -> Result<Value> {
         let until = self.readable_until(viewer.user, room_id)?;
         let room = self.room_exists(room_id)?;

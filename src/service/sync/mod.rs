@@ -148,19 +148,26 @@ impl Builder<'_> {
     fn build(&self) -> Result<(Value, bool)> {
         let filter = &self.request.filter;
         let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
+        let ignored = self.ignored_users()?;
         for (room_id, record) in self.services.storage.memberships(self.user())? {
             // Changes after the position we answer for come in the next sync.
-            if record.forgotten || record.position > self.now.position || !filter.room.allows_room(&room_id) {
+            if record.position > self.now.position || !filter.room.allows_room(&room_id) {
                 continue;
             }
             let changed = self.initial() || record.position > self.since;
+            // A forgotten room is gone from syncs, except for the leave itself when it is news:
+            // the client's other devices learn that way that the room was left.
+            if record.forgotten && (self.initial() || !changed) {
+                continue;
+            }
             match record.membership.as_str() {
                 "join" => {
                     if let Some(room) = self.joined_or_left(&room_id, &record, self.now.position)? {
                         join.insert(room_id.to_string(), room);
                     }
                 }
-                "invite" if changed => {
+                // Invites from ignored users are never sent (they stay pending, unseen).
+                "invite" if changed && !self.invited_by(&record, &ignored)? => {
                     invite.insert(
                         room_id.to_string(),
                         json!({ "invite_state": { "events": self.stripped_state(&room_id, &record)? } }),
@@ -205,8 +212,12 @@ impl Builder<'_> {
     fn joined_or_left(&self, room_id: &RoomId, membership: &MembershipRecord, until: u64) -> Result<Option<Value>> {
         let rooms = &self.services.rooms;
         let Some(room) = rooms.room(room_id)? else { return Ok(None) };
-        // A room joined (or left) since the last sync is new to the client: it gets it whole.
-        let whole = self.initial() || self.request.full_state || membership.position > self.since;
+        // A room the user was not in at `since` (joined since, or left after an invite) is new to
+        // the client: it gets it whole. One the user was in gets what changed, even when the user
+        // has left it since (the leave is in the timeline).
+        let whole = self.initial()
+            || self.request.full_state
+            || (membership.position > self.since && !self.was_joined_at_since(room_id)?);
         let filter = &self.request.filter.room;
         let timeline = self.timeline(
             room_id,
@@ -274,7 +285,9 @@ impl Builder<'_> {
     ) -> Result<Timeline> {
         let rooms = &self.services.rooms;
         let storage = &self.services.storage;
-        let limit = filter.limit_or(DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT);
+        // `limit: 0` asks for no events, only the state (and `prev_batch` to page back from).
+        let limit =
+            if filter.limit == Some(0) { 0 } else { filter.limit_or(DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT) };
         let viewer = Viewer { user: self.user(), device: Some(&self.session.device_id) };
         let mut picked = Vec::new();
         let mut before = until.saturating_add(1);
@@ -441,6 +454,29 @@ impl Builder<'_> {
             "m.joined_member_count": count("join"),
             "m.invited_member_count": count("invite"),
         }))
+    }
+
+    /// Whether the user was joined to the room at `since`.
+    fn was_joined_at_since(&self, room_id: &RoomId) -> Result<bool> {
+        let rooms = &self.services.rooms;
+        let state = rooms.state_at_position(room_id, self.since)?;
+        Ok(rooms.membership_in(&state, self.user())?.as_deref() == Some("join"))
+    }
+
+    /// The users in the user's `m.ignored_user_list`.
+    fn ignored_users(&self) -> Result<BTreeSet<String>> {
+        let record = self.services.storage.account_data(self.user(), None, "m.ignored_user_list")?;
+        let users = record.as_ref().and_then(|r| r.content.get("ignored_users")).and_then(Value::as_object);
+        Ok(users.map(|users| users.keys().cloned().collect()).unwrap_or_default())
+    }
+
+    /// Whether the invite of `membership` was sent by one of `users`.
+    fn invited_by(&self, membership: &MembershipRecord, users: &BTreeSet<String>) -> Result<bool> {
+        if users.is_empty() {
+            return Ok(false);
+        }
+        let invite = self.services.rooms.event_by_id(&membership.event_id)?;
+        Ok(invite.is_some_and(|(_, pdu)| users.contains(pdu.sender.as_str())))
     }
 
     /// A few state events of a room one is invited to or knocks on, and one's own member event.
