@@ -83,6 +83,11 @@ pub enum ErrorKind {
     BadState,
     /// A room alias that already exists (409).
     AliasInUse,
+    /// The room's version is not one the asking server supports (`make_join` and the like);
+    /// the body names the room's version.
+    IncompatibleRoomVersion {
+        room_version: String,
+    },
     /// A bad request that no more specific code describes.
     Unknown,
 }
@@ -116,6 +121,7 @@ impl ErrorKind {
             Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
             Self::BadAlias => "M_BAD_ALIAS",
             Self::BadState => "M_BAD_STATE",
+            Self::IncompatibleRoomVersion { .. } => "M_INCOMPATIBLE_ROOM_VERSION",
             Self::Unknown | Self::AliasInUse => "M_UNKNOWN",
         }
     }
@@ -147,6 +153,7 @@ impl ErrorKind {
             | Self::RoomInUse
             | Self::InvalidRoomState
             | Self::BadAlias
+            | Self::IncompatibleRoomVersion { .. }
             | Self::Unknown => 400,
         }
     }
@@ -159,6 +166,9 @@ impl ErrorKind {
             }
             Self::LimitExceeded { retry_after_ms } => {
                 body.insert("retry_after_ms".into(), (*retry_after_ms).into());
+            }
+            Self::IncompatibleRoomVersion { room_version } => {
+                body.insert("room_version".into(), room_version.clone().into());
             }
             _ => {}
         }

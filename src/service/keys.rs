@@ -84,6 +84,19 @@ impl ServerKeys {
             .map_err(|e| Error::internal(format!("signing an event: {e}")))
     }
 
+    /// Adds this server's signature to an event another server made (invites of our users,
+    /// joins we authorise), leaving its hashes as they are.
+    pub fn sign_event(
+        &self,
+        server_name: &str,
+        event: &mut CanonicalJsonObject,
+        version: &RoomVersionId,
+    ) -> Result<()> {
+        let rules = version.rules().ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
+        ruma::signatures::sign_event(server_name, &self.pair, event, &rules.redaction)
+            .map_err(|e| Error::internal(format!("signing an event: {e}")))
+    }
+
     pub fn pair(&self) -> &impl KeyPair {
         &self.pair
     }

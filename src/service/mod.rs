@@ -49,6 +49,8 @@ pub struct Services {
     pub shared_secret: shared_secret::SharedSecretRegistration,
     /// Other homeservers: discovery, the outbound client, their keys.
     pub federation: federation::Federation,
+    /// Transactions other servers send: one per origin at a time.
+    pub inbound: federation::inbound::Inbound,
 }
 
 impl Services {
@@ -89,6 +91,7 @@ impl Services {
             rate_limits: rate_limit::RateLimits::new(&config.rate_limits),
             shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
             federation,
+            inbound: federation::inbound::Inbound::default(),
             config,
             storage,
         }))

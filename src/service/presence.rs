@@ -56,6 +56,8 @@ struct Record {
     /// Syncs (and WebSockets) open now.
     open_syncs: u32,
     serial: u64,
+    /// A user of another server: their server says when they change, the sweep leaves them be.
+    remote: bool,
 }
 
 pub struct Presence {
@@ -97,6 +99,7 @@ impl Presence {
             last_sync: 0,
             open_syncs: 0,
             serial: 0,
+            remote: false,
         });
         let before = (record.state, record.status_msg.clone());
         change(record, now);
@@ -155,6 +158,26 @@ impl Presence {
         })
     }
 
+    /// Presence of a user of another server, as their server sent it (`m.presence`). Returns
+    /// whether it changed.
+    pub fn set_remote(
+        &self,
+        user: &UserId,
+        state: State,
+        status_msg: Option<String>,
+        last_active_ago: u64,
+        currently_active: bool,
+    ) -> bool {
+        self.update(user, |record, now| {
+            record.remote = true;
+            record.state = state;
+            record.status_msg = status_msg;
+            record.last_active =
+                if currently_active { now } else { now.saturating_sub(last_active_ago.max(CURRENTLY_ACTIVE_MS)) };
+            record.last_sync = now;
+        })
+    }
+
     /// The `m.presence` content for a user.
     pub fn content(&self, user: &UserId) -> Value {
         if !self.config.enabled {
@@ -183,7 +206,7 @@ impl Presence {
         let (idle_ms, offline_ms) = (self.config.idle_after_secs * 1000, self.config.offline_after_secs * 1000);
         let mut users = self.users.lock().expect("presence lock");
         let mut changed = Vec::new();
-        for (user, record) in users.iter_mut() {
+        for (user, record) in users.iter_mut().filter(|(_, record)| !record.remote) {
             let silent = record.open_syncs == 0 && now.saturating_sub(record.last_sync) > offline_ms;
             let state = match record.state {
                 State::Online | State::Unavailable if silent => State::Offline,

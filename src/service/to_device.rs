@@ -106,6 +106,20 @@ impl ToDevice {
         Ok(())
     }
 
+    /// Messages a user of another server sent local users (`m.direct_to_device`), once per
+    /// message ID.
+    pub async fn receive_remote(
+        &self,
+        sender: &UserId,
+        message_id: &str,
+        kind: &str,
+        messages: Map<String, Value>,
+    ) -> Result<()> {
+        let message_id =
+            if message_id.is_empty() { crate::service::secrets::random_string(16) } else { message_id.to_owned() };
+        self.send(sender, "_federation".into(), &message_id, kind, messages).await
+    }
+
     /// Messages for a device up to a position, deleting those up to `acknowledged` (its previous
     /// sync). Returns the messages and the position of the last delivered if they were cut short.
     pub async fn take(

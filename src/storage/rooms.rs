@@ -444,6 +444,11 @@ impl Batch {
         });
     }
 
+    /// Drops the invite another server sent a local user (they joined or declined).
+    pub fn delete_remote_invite(&mut self, user_id: &UserId, room_id: &RoomId) {
+        self.delete(Column::RemoteInvites, key::user_room(user_id, room_id));
+    }
+
     /// Rewrites an event already stored (to redact it), keeping its position.
     pub fn replace_event(&mut self, short: u64, event: &StoredEvent) {
         self.put_json(Column::Events, key::short(short), event);

@@ -9,6 +9,7 @@ mod devices;
 mod ephemeral;
 mod errors;
 mod federation;
+mod federation_rooms;
 mod history;
 mod login;
 mod profile;

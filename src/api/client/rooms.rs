@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State};
-use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, RoomVersionId};
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -83,14 +86,20 @@ pub async fn create_room(
     Ok(Json(json!({ "room_id": room_id })))
 }
 
-/// A room ID, or an alias resolved to one (local aliases; remote ones come with federation).
-fn resolve(services: &Services, id_or_alias: &str) -> Result<OwnedRoomId> {
-    if id_or_alias.starts_with('#') {
-        let alias =
-            RoomAliasId::parse(id_or_alias).map_err(|e| Error::invalid_param(format!("Invalid room alias: {e}")))?;
-        return Ok(services.rooms.resolve_alias(&alias)?.0);
-    }
-    RoomId::parse(id_or_alias).map_err(|e| Error::invalid_param(format!("Invalid room ID: {e}")))
+/// A room ID, or an alias resolved to one (here, or by the alias's server), with the servers
+/// to join it through.
+async fn resolve(services: &Services, id_or_alias: &str) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+    services.resolve_room(id_or_alias).await
+}
+
+/// `server_name` and `via` query parameters (repeated): servers to join through.
+fn via_servers(query: Option<&str>) -> Vec<OwnedServerName> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or_default())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key == "server_name" || key == "via")
+        .filter_map(|(_, value)| OwnedServerName::try_from(value).ok())
+        .collect()
 }
 
 /// Splits `reason` off a membership request body; the rest is the client's extra content.
@@ -107,10 +116,12 @@ pub async fn join_by_id_or_alias(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Path(id_or_alias): Path<String>,
+    RawQuery(query): RawQuery,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    let room_id = resolve(&services, &id_or_alias)?;
-    join(&services, &session.user_id, &room_id, body).await
+    let (room_id, mut servers) = resolve(&services, &id_or_alias).await?;
+    servers.splice(0..0, via_servers(query.as_deref()));
+    join(&services, &session.user_id, &room_id, servers, body).await
 }
 
 pub async fn join_room(
@@ -119,20 +130,21 @@ pub async fn join_room(
     Path(room_id): Path<OwnedRoomId>,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    join(&services, &session.user_id, &room_id, body).await
+    join(&services, &session.user_id, &room_id, Vec::new(), body).await
 }
 
 async fn join(
     services: &Services,
     user: &ruma::UserId,
     room_id: &RoomId,
+    servers: Vec<OwnedServerName>,
     body: Map<String, Value>,
 ) -> Result<Json<Value>> {
     services.rate_limits.check(Limit::Join, user.as_str())?;
     let (reason, extra) = reason_and_extra(body)?;
     // Clients' extra keys go into the member content, but not what only the server may set.
     let extra = extra.into_iter().filter(|(key, _)| !matches!(key.as_str(), "third_party_signed")).collect();
-    services.rooms.change_membership(room_id, user, MembershipChange::Join { reason, extra }).await?;
+    services.join_room(user, room_id, servers, reason, extra).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 
@@ -142,7 +154,7 @@ pub async fn knock(
     Path(id_or_alias): Path<String>,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    let room_id = resolve(&services, &id_or_alias)?;
+    let (room_id, _) = resolve(&services, &id_or_alias).await?;
     let (reason, _) = reason_and_extra(body)?;
     services.rate_limits.check(Limit::Join, session.user_id.as_str())?;
     services.rooms.change_membership(&room_id, &session.user_id, MembershipChange::Knock { reason }).await?;
@@ -156,7 +168,7 @@ pub async fn leave(
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let (reason, _) = reason_and_extra(body)?;
-    services.rooms.change_membership(&room_id, &session.user_id, MembershipChange::Leave { reason }).await?;
+    services.leave_room(&session.user_id, &room_id, reason).await?;
     Ok(Json(json!({})))
 }
 
@@ -199,7 +211,17 @@ macro_rules! targeted {
     };
 }
 
-targeted!(invite, Some(Limit::Invite), |target, reason| MembershipChange::Invite { target, reason, is_direct: false });
+pub async fn invite(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<OwnedRoomId>,
+    extract::Json(request): extract::Json<TargetRequest>,
+) -> Result<Json<Value>> {
+    services.rate_limits.check(Limit::Invite, session.user_id.as_str())?;
+    services.invite_user(&room_id, &session.user_id, &request.user_id, request.reason, false).await?;
+    Ok(Json(json!({})))
+}
+
 targeted!(kick, None, |target, reason| MembershipChange::Kick { target, reason });
 targeted!(ban, None, |target, reason| MembershipChange::Ban { target, reason });
 targeted!(unban, None, |target, reason| MembershipChange::Unban { target, reason });

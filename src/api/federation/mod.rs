@@ -3,15 +3,19 @@
 //! endpoints and `/version` need no authentication.
 
 pub mod auth;
+mod directory;
+mod events;
 mod keys;
+mod membership;
 mod query;
+mod transactions;
 mod version;
 
 use std::sync::Arc;
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 
 use crate::service::Services;
@@ -24,4 +28,26 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/_matrix/key/v2/query", post(keys::query_batch))
         .route("/_matrix/key/v2/query/{server_name}", get(keys::query_one))
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
+        .route("/_matrix/federation/v1/query/directory", get(directory::query_directory))
+        .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(directory::public_rooms).post(directory::public_rooms_filtered),
+        )
+        .route("/_matrix/federation/v1/send/{txn_id}", put(transactions::send))
+        .route("/_matrix/federation/v1/event/{event_id}", get(events::event))
+        .route("/_matrix/federation/v1/state/{room_id}", get(events::state))
+        .route("/_matrix/federation/v1/state_ids/{room_id}", get(events::state_ids))
+        .route("/_matrix/federation/v1/event_auth/{room_id}/{event_id}", get(events::event_auth))
+        .route("/_matrix/federation/v1/backfill/{room_id}", get(events::backfill))
+        .route("/_matrix/federation/v1/get_missing_events/{room_id}", post(events::get_missing_events))
+        .route("/_matrix/federation/v1/make_join/{room_id}/{user_id}", get(membership::make_join))
+        .route("/_matrix/federation/v1/send_join/{room_id}/{event_id}", put(membership::send_join_v1))
+        .route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", put(membership::send_join_v2))
+        .route("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", get(membership::make_leave))
+        .route("/_matrix/federation/v1/send_leave/{room_id}/{event_id}", put(membership::send_leave_v1))
+        .route("/_matrix/federation/v2/send_leave/{room_id}/{event_id}", put(membership::send_leave_v2))
+        .route("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", get(membership::make_knock))
+        .route("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", put(membership::send_knock))
+        .route("/_matrix/federation/v1/invite/{room_id}/{event_id}", put(membership::invite_v1))
+        .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", put(membership::invite_v2))
 }

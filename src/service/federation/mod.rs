@@ -14,9 +14,12 @@ pub mod acl;
 pub mod client;
 pub mod discovery;
 pub mod edus;
+pub mod inbound;
 pub mod ip_ranges;
 pub mod keys;
+pub mod membership;
 pub mod sender;
+pub mod transactions;
 
 use std::{sync::Arc, time::Duration};
 

@@ -5,7 +5,7 @@
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::{Appended, EventDraft, RoomHandle, Rooms};
+use super::{Appended, EventDraft, RoomHandle, Rooms, pdu::Built};
 use crate::{
     error::{Error, ErrorKind, Result},
     storage::Batch,
@@ -44,6 +44,20 @@ pub enum MembershipChange {
     },
 }
 
+/// What a membership change comes to: a new event, or the current one when nothing changes.
+enum Membership {
+    New(EventDraft),
+    Unchanged(Appended),
+}
+
+/// A membership event built and authorized, not stored yet, with its room locked: for changes
+/// another server must sign first (invites of its users).
+pub struct PreparedMembership<'a> {
+    _guard: crate::service::locks::KeyedGuard<'a, ruma::OwnedRoomId>,
+    room: RoomHandle,
+    pub built: Built,
+}
+
 impl Rooms {
     pub async fn change_membership(
         &self,
@@ -52,6 +66,41 @@ impl Rooms {
         change: MembershipChange,
     ) -> Result<Appended> {
         let (_guard, mut room) = self.lock(room_id).await?;
+        match self.membership_event(&room, sender, change)? {
+            Membership::New(draft) => self.append(&mut room, sender, draft, None).await,
+            Membership::Unchanged(appended) => Ok(appended),
+        }
+    }
+
+    /// A membership event built and authorized under the room's lock, for `commit_membership`
+    /// once another server has signed it. `None` when nothing changes.
+    pub async fn prepare_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        change: MembershipChange,
+    ) -> Result<Option<PreparedMembership<'_>>> {
+        let (guard, room) = self.lock(room_id).await?;
+        let Membership::New(draft) = self.membership_event(&room, sender, change)? else { return Ok(None) };
+        let built = self.build_authorized(&room, sender, draft)?;
+        Ok(Some(PreparedMembership { _guard: guard, room, built }))
+    }
+
+    /// Stores a prepared membership event as `json` says (the same event, with another
+    /// server's signature added), and queues it for the servers in the room.
+    pub async fn commit_membership(
+        &self,
+        prepared: PreparedMembership<'_>,
+        json: ruma::CanonicalJsonObject,
+    ) -> Result<Appended> {
+        let PreparedMembership { _guard, mut room, built } = prepared;
+        let built = Built { pdu: built.pdu, json };
+        self.append_built(&mut room, built, None, |_, _| Ok(())).await
+    }
+
+    /// The event a membership change asks for, checked against what clients and Synapse expect
+    /// on top of the auth rules.
+    fn membership_event(&self, room: &RoomHandle, sender: &UserId, change: MembershipChange) -> Result<Membership> {
         let current = |user: &UserId| -> Result<Option<String>> {
             Ok(self
                 .state_event(&room.state, "m.room.member", user.as_str())?
@@ -65,11 +114,11 @@ impl Rooms {
                 if current(sender)?.as_deref() == Some("join") {
                     // Joining again changes nothing; the current join event is the answer.
                     let pdu = self.state_event(&room.state, "m.room.member", sender.as_str())?.expect("joined");
-                    return self.appended(&pdu.event_id);
+                    return self.appended(&pdu.event_id).map(Membership::Unchanged);
                 }
                 extra.remove("membership");
                 with_reason(&mut extra, reason);
-                if let Some(authoriser) = self.join_authoriser(&room, sender)? {
+                if let Some(authoriser) = self.join_authoriser(room, sender)? {
                     extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
                 }
                 (sender.to_owned(), "join", extra)
@@ -125,13 +174,12 @@ impl Rooms {
             }
         }
         content.insert("membership".into(), json!(membership));
-        let draft = EventDraft::state("m.room.member", target.as_str(), super::canonical_content(content)?);
-        self.append(&mut room, sender, draft, None).await
+        Ok(Membership::New(EventDraft::state("m.room.member", target.as_str(), super::canonical_content(content)?)))
     }
 
     /// For a join under a restricted join rule, a local member who may invite and so vouches for
     /// the join, if the joiner is not invited or joined already.
-    fn join_authoriser(&self, room: &RoomHandle, user: &UserId) -> Result<Option<OwnedUserId>> {
+    pub(super) fn join_authoriser(&self, room: &RoomHandle, user: &UserId) -> Result<Option<OwnedUserId>> {
         let Some(rules) = self.state_content(&room.state, "m.room.join_rules", "")? else { return Ok(None) };
         let join_rule = rules.get("join_rule").and_then(Value::as_str).unwrap_or_default();
         if !matches!(join_rule, "restricted" | "knock_restricted") {

@@ -19,8 +19,10 @@ pub mod read;
 mod receipts;
 mod redaction;
 pub mod relations;
+pub mod remote;
 mod resolve;
 pub mod search;
+pub mod serve;
 mod servers;
 mod state;
 mod upgrade;
@@ -31,7 +33,7 @@ use std::{collections::HashMap, sync::Arc};
 
 pub use create::CreateRoom;
 pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
-pub use membership::MembershipChange;
+pub use membership::{MembershipChange, PreparedMembership};
 pub use pdu::{EventDraft, Pdu, canonical_content};
 use ruma::{
     EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
@@ -389,7 +391,13 @@ impl Rooms {
         transaction: Option<Transaction>,
         also: impl FnOnce(&mut Batch, &Pdu) -> Result<()>,
     ) -> Result<Appended> {
-        let mut batch = Batch::new();
+        let built = self.build_authorized(room, sender, draft)?;
+        self.append_built(room, built, transaction, also).await
+    }
+
+    /// A new local event placed after the room's forward extremities, hashed, signed and
+    /// authorized against its auth events and the current state.
+    fn build_authorized(&self, room: &RoomHandle, sender: &UserId, draft: EventDraft) -> Result<pdu::Built> {
         let auth_events = self.auth_events_for(room, sender, &draft)?;
         let prev_events = self.references(room, &room.record.extremities)?;
         let built = pdu::build(
@@ -406,10 +414,24 @@ impl Rooms {
             },
         )?;
         self.authorize(room, &built.pdu)?;
+        Ok(built)
+    }
+
+    /// Stores a new local event built by `build_authorized` and queues it for the other servers
+    /// in the room, in one atomic write with what `also` stages.
+    async fn append_built(
+        &self,
+        room: &mut RoomHandle,
+        built: pdu::Built,
+        transaction: Option<Transaction>,
+        also: impl FnOnce(&mut Batch, &Pdu) -> Result<()>,
+    ) -> Result<Appended> {
+        let mut batch = Batch::new();
         also(&mut batch, &built.pdu)?;
         let before = (room.record.state, room.state.clone());
         let staged = self.stage(&mut batch, room, built, transaction).await?;
-        let queued = self.queue_outbound(&mut batch, room, (before.0, &before.1), &staged.pdu, staged.short_event)?;
+        let queued =
+            self.queue_outbound(&mut batch, room, (before.0, &before.1), &staged.pdu, staged.short_event, None)?;
         let mut appended = self.commit(batch, vec![staged]).await?;
         self.sender.wake(&queued);
         Ok(appended.pop().expect("one event committed"))
@@ -522,7 +544,11 @@ impl Rooms {
         placement: Placement,
     ) -> Result<Staged> {
         let pdu = built.pdu;
-        let short_event = self.storage.allocate(batch, Sequence::ShortEventId);
+        // An outlier entering the timeline keeps its short ID.
+        let short_event = match self.storage.short_event_id(&pdu.event_id)? {
+            Some(short) => short,
+            None => self.storage.allocate(batch, Sequence::ShortEventId),
+        };
         let mut unsigned = Map::new();
         let mut remember = Vec::new();
         let mut change = None;

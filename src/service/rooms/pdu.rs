@@ -257,7 +257,8 @@ pub struct Placement<'a> {
     pub depth: u64,
 }
 
-/// A new event, signed and parsed.
+/// An event, signed and parsed: new, or received.
+#[derive(Clone, Debug)]
 pub struct Built {
     pub pdu: Pdu,
     pub json: CanonicalJsonObject,
@@ -272,6 +273,18 @@ pub fn build(
     draft: EventDraft,
     placement: Placement<'_>,
 ) -> Result<Built> {
+    let object = template(version, sender, draft, &placement)?;
+    sign_new(keys, server_name, version, object, placement.room_id)
+}
+
+/// A new event's fields, without hashes, signatures or (room versions 1 and 2) event ID: what
+/// `make_join` and the like hand to another server to sign.
+pub fn template(
+    version: &RoomVersionId,
+    sender: &UserId,
+    draft: EventDraft,
+    placement: &Placement<'_>,
+) -> Result<CanonicalJsonObject> {
     let rules = rules_of(version)?;
     draft.validate()?;
     let mut object = CanonicalJsonObject::new();
@@ -295,12 +308,32 @@ pub fn build(
     }
     object.insert("prev_events".into(), references(placement.prev_events, &rules)?);
     object.insert("auth_events".into(), references(placement.auth_events, &rules)?);
+    Ok(object)
+}
 
+/// Hashes and signs an event of this server (built here, or a template another server made),
+/// with its event ID: chosen here in room versions 1 and 2, the reference hash since.
+pub fn sign_new(
+    keys: &ServerKeys,
+    server_name: &str,
+    version: &RoomVersionId,
+    mut object: CanonicalJsonObject,
+    room_id: Option<&RoomId>,
+) -> Result<Built> {
+    let rules = rules_of(version)?;
+    object.remove("signatures");
+    object.remove("hashes");
+    object.remove("unsigned");
     // Room versions 1 and 2: the event ID is chosen by the sender and part of what is signed.
     let chosen_id = (rules.events_reference_format == EventsReferenceFormatVersion::V1)
         .then(|| EventId::new_v1(&ruma::ServerName::parse(server_name).expect("our server name is valid")));
-    if let Some(id) = &chosen_id {
-        object.insert("event_id".into(), CanonicalJsonValue::String(id.to_string()));
+    match &chosen_id {
+        Some(id) => {
+            object.insert("event_id".into(), CanonicalJsonValue::String(id.to_string()));
+        }
+        None => {
+            object.remove("event_id");
+        }
     }
 
     // Checked before signing too, as ruma refuses to hash an oversized event.
@@ -315,7 +348,7 @@ pub fn build(
             EventId::new_v2_or_v3(&hash).map_err(|e| Error::internal(format!("event ID: {e}")))?
         }
     };
-    let room_id = match placement.room_id {
+    let room_id = match room_id {
         Some(room_id) => room_id.to_owned(),
         None if rules.room_id_format == RoomIdFormatVersion::V2 => {
             let hash = &event_id.as_str()[1..];
@@ -370,4 +403,42 @@ pub fn rules_of(version: &RoomVersionId) -> Result<RoomVersionRules> {
     version.rules().ok_or_else(|| {
         Error::new(ErrorKind::UnsupportedRoomVersion, format!("Room version {version} is not supported"))
     })
+}
+
+/// A PDU received from another server, as the spec's first checks on receipt want it: the room
+/// version's event format (ruma's `check_pdu_format`), its event ID (the reference hash, or the
+/// `event_id` field in room versions 1 and 2) and room. `unsigned` is dropped: it is not signed,
+/// so nothing in it can be trusted. Signatures and hashes are checked apart (they need keys).
+pub fn from_federation(mut json: CanonicalJsonObject, rules: &RoomVersionRules) -> std::result::Result<Built, String> {
+    json.remove("unsigned");
+    ruma::state_res::check_pdu_format(&json, &rules.event_format)?;
+    let event_id = match rules.events_reference_format {
+        EventsReferenceFormatVersion::V1 => match json.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => EventId::parse(id).map_err(|e| format!("bad event ID: {e}"))?,
+            _ => return Err("the event has no event_id".into()),
+        },
+        _ => {
+            let hash = ruma::signatures::reference_hash(&json, rules).map_err(|e| format!("reference hash: {e}"))?;
+            EventId::new_v2_or_v3(&hash).map_err(|e| format!("event ID: {e}"))?
+        }
+    };
+    let room_id = match json.get("room_id") {
+        Some(CanonicalJsonValue::String(id)) => RoomId::parse(id).map_err(|e| format!("bad room ID: {e}"))?,
+        // A create event of room version 12 names no room: the room is named after it.
+        _ if rules.room_id_format == RoomIdFormatVersion::V2 => {
+            RoomId::new_v2(&event_id.as_str()[1..]).map_err(|e| format!("room ID: {e}"))?
+        }
+        _ => return Err("the event names no room".into()),
+    };
+    let raw = RawValue::from_string(serde_json::to_string(&json).expect("canonical JSON serializes"))
+        .expect("serialized JSON is valid");
+    let pdu = Pdu::parse(event_id, room_id, &raw).map_err(|e| e.to_string())?;
+    Ok(Built { pdu, json })
+}
+
+/// The room version a PDU's room uses, read from a create event's content.
+pub fn version_of_create(pdu: &Pdu) -> Option<RoomVersionId> {
+    let version = pdu.content_map().get("room_version").and_then(Value::as_str).map(str::to_owned);
+    // Without `room_version`, a create event is of room version 1.
+    version.map_or(Ok(RoomVersionId::V1), RoomVersionId::try_from).ok()
 }

@@ -52,7 +52,9 @@ impl Rooms {
             record: ReceiptRecord { event_id: event_id.to_owned(), ts: now_ms(), position: 0 },
         };
         // Public receipts go to the other servers in the room too, queued with the receipt.
-        let destinations = if kind == "m.read" { self.remote_servers_in_room(room_id)? } else { Vec::new() };
+        // Receipts of remote users came from their server, which tells the others itself.
+        let local = user.server_name() == self.config.server_name;
+        let destinations = if kind == "m.read" && local { self.remote_servers_in_room(room_id)? } else { Vec::new() };
         let mut queued = crate::service::federation::sender::Queued::default();
         if !destinations.is_empty() {
             let edu = crate::service::federation::edus::receipt(room_id, user, event_id, receipt.record.ts, thread);

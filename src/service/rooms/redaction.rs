@@ -1,11 +1,14 @@
 //! Redaction: an `m.room.redaction` event, and the target pruned by the room version's redaction
 //! algorithm in the same write, so its content is never served again.
 
-use ruma::{CanonicalJsonObject, EventId, RoomId, UserId};
+use ruma::{CanonicalJsonObject, EventId, RoomId, UserId, room_version_rules::RoomVersionRules};
 use serde_json::{Value, json, value::RawValue};
 
-use super::{Appended, EventDraft, Rooms, Transaction, canonical_content, pdu};
-use crate::error::{Error, Result};
+use super::{Appended, EventDraft, Pdu, Rooms, Transaction, canonical_content, pdu};
+use crate::{
+    error::{Error, Result},
+    storage::Batch,
+};
 
 impl Rooms {
     pub async fn redact(
@@ -45,32 +48,43 @@ impl Rooms {
         let rules = room.rules.clone();
         let appended = self
             .append_with(&mut room, sender, draft, transaction, |batch, redaction| {
-                let mut stored =
-                    self.storage.event(short_target)?.ok_or_else(|| Error::not_found("Event not found"))?;
-                self.unstage_relation(batch, &target_pdu, stored.position);
-                let mut object: CanonicalJsonObject = serde_json::from_str(stored.pdu.get())
-                    .map_err(|e| Error::internal(format!("stored event does not parse: {e}")))?;
-                pdu::redact(&mut object, &rules)?;
-                stored.pdu =
-                    RawValue::from_string(serde_json::to_string(&object).expect("serializable")).expect("valid");
-
-                stored.unsigned.insert(
-                    "redacted_because".into(),
-                    json!({
-                        "event_id": redaction.event_id,
-                        "type": "m.room.redaction",
-                        "sender": redaction.sender,
-                        "origin_server_ts": redaction.origin_server_ts,
-                        "room_id": redaction.room_id,
-                        "redacts": target,
-                        "content": serde_json::from_str::<Value>(redaction.content.get()).unwrap_or_default(),
-                    }),
-                );
-                batch.replace_event(short_target, &stored);
-                Ok(())
+                self.prune_redacted(batch, &rules, short_target, &target_pdu, redaction)
             })
             .await?;
         self.forget_cached(short_target);
         Ok(appended)
+    }
+
+    /// Stages the pruning of a redacted event (with the room version's redaction algorithm) in the
+    /// redaction's batch, with `redacted_because` for clients. The caller drops the target from
+    /// the cache once committed.
+    pub(super) fn prune_redacted(
+        &self,
+        batch: &mut Batch,
+        rules: &RoomVersionRules,
+        short_target: u64,
+        target: &Pdu,
+        redaction: &Pdu,
+    ) -> Result<()> {
+        let mut stored = self.storage.event(short_target)?.ok_or_else(|| Error::not_found("Event not found"))?;
+        self.unstage_relation(batch, target, stored.position);
+        let mut object: CanonicalJsonObject = serde_json::from_str(stored.pdu.get())
+            .map_err(|e| Error::internal(format!("stored event does not parse: {e}")))?;
+        pdu::redact(&mut object, rules)?;
+        stored.pdu = RawValue::from_string(serde_json::to_string(&object).expect("serializable")).expect("valid");
+        stored.unsigned.insert(
+            "redacted_because".into(),
+            json!({
+                "event_id": redaction.event_id,
+                "type": "m.room.redaction",
+                "sender": redaction.sender,
+                "origin_server_ts": redaction.origin_server_ts,
+                "room_id": redaction.room_id,
+                "redacts": target.event_id,
+                "content": serde_json::from_str::<Value>(redaction.content.get()).unwrap_or_default(),
+            }),
+        );
+        batch.replace_event(short_target, &stored);
+        Ok(())
     }
 }

@@ -206,8 +206,10 @@ fn conflicted_subgraph(
         let below = leads(id, &parents, &conflicted, &mut leads_to_conflicted);
         let above = reached_from_conflicted.contains(id);
         let is_conflicted = conflicted.contains(id);
-        // On a path of at least one step from a conflicted event to another.
-        if (is_conflicted && (below || above)) || (!is_conflicted && below && above) {
+        // On a path of at least one step from a conflicted event to another: a conflicted event
+        // with a conflicted event above or below it, any other event with both.
+        let on_path = if is_conflicted { above || below } else { above && below };
+        if on_path {
             subgraph.insert(id.clone());
         }
     }

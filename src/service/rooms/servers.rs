@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use ruma::{OwnedServerName, RoomId, UserId, events::TimelineEventType};
+use ruma::{OwnedServerName, RoomId, ServerName, UserId, events::TimelineEventType};
 
 use super::{Pdu, RoomHandle, Rooms, StateMap, state::EMPTY};
 use crate::{error::Result, service::federation::sender::Queued, storage::Batch};
@@ -75,8 +75,9 @@ impl Rooms {
 
     /// Queues a new local event, staged in `batch`, for every other server in the room before or
     /// after it (so a kicked or leaving server hears of its departure). `before` is the state
-    /// the event was placed on; the handle holds the state after it. Returns what to wake once
-    /// the batch is committed.
+    /// the event was placed on; the handle holds the state after it. `except` leaves a server
+    /// out (the one a remote join came from, which has the event). Returns what to wake once the
+    /// batch is committed.
     pub(super) fn queue_outbound(
         &self,
         batch: &mut Batch,
@@ -84,6 +85,7 @@ impl Rooms {
         before: (u64, &StateMap),
         pdu: &Pdu,
         short_event: u64,
+        except: Option<&ServerName>,
     ) -> Result<Queued> {
         let event = |short: u64| match room.pending.values().find(|p| p.short == short) {
             Some(pending) => Ok(Some(pending.pdu.clone())),
@@ -129,6 +131,7 @@ impl Rooms {
             }
         };
         let destinations: BTreeSet<&OwnedServerName> = counts_before.keys().chain(counts_after.keys()).collect();
-        Ok(self.sender.queue_pdu(batch, destinations.into_iter().map(|d| &**d), short_event))
+        let destinations = destinations.into_iter().filter(|server| Some(&***server) != except);
+        Ok(self.sender.queue_pdu(batch, destinations.map(|d| &**d), short_event))
     }
 }

@@ -482,7 +482,13 @@ impl Builder<'_> {
     /// A few state events of a room one is invited to or knocks on, and one's own member event.
     fn stripped_state(&self, room_id: &RoomId, membership: &MembershipRecord) -> Result<Vec<Value>> {
         let rooms = &self.services.rooms;
-        let room = rooms.room_exists(room_id)?;
+        // Invited by another server to a room we are not in: the state it sent.
+        if let Some(invite) = self.services.storage.remote_invite(self.user(), room_id)?
+            && invite.event_id == membership.event_id
+        {
+            return Ok(invite.invite_state);
+        }
+        let Some(room) = rooms.room(room_id)? else { return Ok(Vec::new()) };
         let state = rooms.current_state(&room)?;
         let mut events = Vec::new();
         for kind in STRIPPED_STATE {
