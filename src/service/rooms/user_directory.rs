@@ -21,7 +21,7 @@ struct Found {
     user_id: OwnedUserId,
     display_name: Option<String>,
     avatar_url: Option<String>,
-    /// Lower is a better match: 0 exact, 1 a word starts with the term, 2 contains it.
+    /// Lower is a better match: 0 exact, 1 every word of the term begins a word.
     rank: u8,
 }
 
@@ -38,7 +38,8 @@ impl Rooms {
             let Some(room) = self.room(&room_id)? else { continue };
             let state = self.current_state(&room)?;
             for (member, membership) in self.storage.members(room.short_id)? {
-                if membership != "join" || found.contains_key(&member) {
+                // Not the searcher (Synapse leaves them out too), and each user once.
+                if membership != "join" || member == searcher || found.contains_key(&member) {
                     continue;
                 }
                 let (display_name, avatar_url) = if self.is_local(&member) {
@@ -83,22 +84,25 @@ impl Rooms {
     }
 }
 
-/// How well `term` (lowercase) matches a user, if at all.
+/// How well `term` (lowercase) matches a user, if at all: every word of the term must begin a
+/// word of the user ID or the display name (as Synapse matches); an exact match of the whole name or
+/// localpart ranks first.
 fn rank(term: &str, user_id: &str, display_name: Option<&str>) -> Option<u8> {
-    let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or_default().to_lowercase();
-    let user_id = user_id.to_lowercase();
-    let name = display_name.unwrap_or_default().to_lowercase();
-    if term.is_empty() {
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    };
+    let wanted = words(term);
+    if wanted.is_empty() {
         return None;
     }
-    if localpart == term || user_id == term || name == term {
-        return Some(0);
+    let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or_default().to_lowercase();
+    let name = display_name.unwrap_or_default().to_lowercase();
+    let mut known = words(user_id);
+    known.extend(words(&name));
+    if !wanted.iter().all(|w| known.iter().any(|k| k.starts_with(w.as_str()))) {
+        return None;
     }
-    let word_start = |text: &str| text.split(|c: char| !c.is_alphanumeric()).any(|word| word.starts_with(term));
-    if localpart.starts_with(term) || word_start(&name) || user_id.starts_with(term) {
-        return Some(1);
-    }
-    (user_id.contains(term) || name.contains(term)).then_some(2)
+    Some(if localpart == term || name == term { 0 } else { 1 })
 }
 
 #[cfg(test)]
@@ -108,10 +112,12 @@ mod tests {
     #[test]
     fn ranks_exact_then_word_starts_then_anywhere() {
         assert_eq!(rank("alice", "@alice:example.org", None), Some(0));
+        assert_eq!(rank("alice cooper", "@x:example.org", Some("Alice Cooper")), Some(0));
         assert_eq!(rank("ali", "@alice:example.org", Some("Wonder")), Some(1));
-        assert_eq!(rank("won", "@x:example.org", Some("Alice Wonder")), Some(1));
-        assert_eq!(rank("nder", "@x:example.org", Some("Alice Wonder")), Some(2));
-        assert_eq!(rank("example", "@x:example.org", None), Some(2));
+        assert_eq!(rank("won ali", "@x:example.org", Some("Alice Wonder")), Some(1), "words in any order");
+        assert_eq!(rank("@user", "@user-1-alice:hs1", None), Some(1), "the start of a user ID");
+        assert_eq!(rank("nder", "@x:example.org", Some("Alice Wonder")), None, "not inside a word");
+        assert_eq!(rank("alice bob", "@x:example.org", Some("Alice Wonder")), None, "every word must match");
         assert_eq!(rank("bob", "@alice:example.org", Some("Alice")), None);
         assert_eq!(rank("", "@alice:example.org", Some("Alice")), None);
     }
