@@ -350,3 +350,6 @@ impl Services {
         self.checked_events(room_id, version, raw.iter().map(|r| &**r)).await
     }
 }
+
+#[cfg(test)]
+mod tests;
