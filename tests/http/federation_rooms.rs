@@ -129,3 +129,156 @@ async fn a_remote_user_joins_by_alias_and_messages_flow_both_ways() {
         assert_eq!(theirs, ["b0", "b1", "b2", "b3", "b4"]);
     }
 }
+
+/// The user's sync, initial.
+async fn sync(server: &TestServer, user: &User) -> Value {
+    let (status, body) = server.get("/_matrix/client/v3/sync?timeout=0", user.tok()).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn join_by_alias(b: &TestServer, bob: &User, alias: &str) {
+    let (status, body) = b.post(&format!("/_matrix/client/v3/join/{}", encode(alias)), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+}
+
+#[tokio::test]
+async fn the_last_local_member_leaves_through_the_resident_server() {
+    let (a, b, alice, bob, room_id, alias) = two_servers().await;
+    join_by_alias(&b, &bob, &alias).await;
+    let since = sync(&b, &bob).await["next_batch"].as_str().unwrap().to_owned();
+    let (status, body) =
+        b.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room_id)), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+    // B knows bob left at once; A was told through send_leave.
+    let joined = members(&a, &alice, &room_id).await;
+    assert!(joined.get(&bob.user_id).is_none(), "{joined}");
+    let (_, sync) = b.get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}"), bob.tok()).await;
+    let left = &sync["rooms"]["leave"][&room_id]["timeline"]["events"];
+    assert!(
+        left.as_array().unwrap().iter().any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "leave"),
+        "{sync}"
+    );
+    assert!(sync["rooms"]["join"].get(&room_id).is_none(), "{sync}");
+    // And can come back.
+    join_by_alias(&b, &bob, &alias).await;
+    let joined = members(&a, &alice, &room_id).await;
+    assert!(joined.get(&bob.user_id).is_some(), "{joined}");
+}
+
+#[tokio::test]
+async fn a_remote_invite_is_signed_by_the_invitees_server_and_accepted_by_joining() {
+    let (a, b, alice, bob, room_id, _) = two_servers().await;
+    let carol = b.register("carol", "password").await;
+    let invite = |user: &User| json!({ "user_id": user.user_id });
+    let (status, body) =
+        a.post(&format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id)), alice.tok(), invite(&bob)).await;
+    assert_eq!(status, 200, "{body}\nA: {}\nB: {}", a.log(), b.log());
+
+    // Bob sees the invite with the room's stripped state.
+    let sync = sync(&b, &bob).await;
+    let state = &sync["rooms"]["invite"][&room_id]["invite_state"]["events"];
+    let names: Vec<&Value> = state.as_array().unwrap().iter().filter(|e| e["type"] == "m.room.name").collect();
+    assert_eq!(names[0]["content"]["name"], "Lobby", "{sync}");
+    assert!(state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.member"
+        && e["state_key"] == bob.user_id.as_str()
+        && e["content"]["membership"] == "invite"));
+    // A has the invite in the room, signed by B too.
+    let (_, member) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(&room_id), encode(&bob.user_id)),
+            alice.tok(),
+        )
+        .await;
+    assert_eq!(member["membership"], "invite", "{member}");
+
+    // Accepting is joining (through the inviter's server).
+    let (status, body) =
+        b.post(&format!("/_matrix/client/v3/rooms/{}/join", encode(&room_id)), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+    let joined = members(&a, &alice, &room_id).await;
+    assert!(joined.get(&bob.user_id).is_some(), "{joined}");
+    let sync = crate::federation_rooms::sync(&b, &bob).await;
+    assert!(sync["rooms"]["join"].get(&room_id).is_some(), "{sync}");
+    assert!(sync["rooms"]["invite"].get(&room_id).is_none(), "{sync}");
+
+    // Carol declines hers (through A, as B is in the room now only through bob: a local leave
+    // would do as well, but carol is not in the room, so it goes through send_leave).
+    let (status, _) =
+        a.post(&format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id)), alice.tok(), invite(&carol)).await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        b.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room_id)), carol.tok(), json!({})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+    let (_, member) = eventually("carol's refusal on A", || async {
+        let reply = a
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                    encode(&room_id),
+                    encode(&carol.user_id)
+                ),
+                alice.tok(),
+            )
+            .await;
+        (reply.1["membership"] == "leave").then_some(reply)
+    })
+    .await;
+    assert_eq!(member["membership"], "leave");
+}
+
+#[tokio::test]
+async fn typing_receipts_and_presence_cross_over() {
+    let (a, b, alice, bob, room_id, alias) = two_servers().await;
+    join_by_alias(&b, &bob, &alias).await;
+    let event_id = send_text(&a, &alice, &room_id, "read me").await;
+    eventually("the message on B", || async {
+        messages(&b, &bob, &room_id).await.contains(&"read me".to_owned()).then_some(())
+    })
+    .await;
+
+    // Alice types on A: bob sees it on B.
+    let path = format!("/_matrix/client/v3/rooms/{}/typing/{}", encode(&room_id), encode(&alice.user_id));
+    let (status, _) = a.put(&path, alice.tok(), json!({ "typing": true, "timeout": 30000 })).await;
+    assert_eq!(status, 200);
+    eventually("alice typing on B", || async {
+        let sync = sync(&b, &bob).await;
+        let ephemeral = sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
+        ephemeral
+            .iter()
+            .any(|e| {
+                e["type"] == "m.typing" && e["content"]["user_ids"].as_array().unwrap().contains(&json!(alice.user_id))
+            })
+            .then_some(())
+    })
+    .await;
+
+    // Bob reads on B: alice sees the receipt on A.
+    let path = format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", encode(&room_id), encode(&event_id));
+    let (status, body) = b.post(&path, bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("bob's receipt on A", || async {
+        let sync = sync(&a, &alice).await;
+        let ephemeral = sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
+        ephemeral
+            .iter()
+            .any(|e| e["type"] == "m.receipt" && !e["content"][&event_id]["m.read"][&bob.user_id].is_null())
+            .then_some(())
+    })
+    .await;
+
+    // Bob sets his status on B: alice sees it on A.
+    let path = format!("/_matrix/client/v3/presence/{}/status", encode(&bob.user_id));
+    let (status, _) = b.put(&path, bob.tok(), json!({ "presence": "online", "status_msg": "over here" })).await;
+    assert_eq!(status, 200);
+    eventually("bob's presence on A", || async {
+        let sync = sync(&a, &alice).await;
+        sync["presence"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["sender"] == bob.user_id.as_str() && e["content"]["status_msg"] == "over here")
+            .then_some(())
+    })
+    .await;
+}
