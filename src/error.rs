@@ -88,6 +88,12 @@ pub enum ErrorKind {
     IncompatibleRoomVersion {
         room_version: String,
     },
+    /// A key's signature does not check out (as Synapse says it).
+    InvalidSignature,
+    /// Room keys for a backup version that is not the current one (403).
+    WrongRoomKeysVersion {
+        current_version: Option<String>,
+    },
     /// A bad request that no more specific code describes.
     Unknown,
 }
@@ -122,6 +128,8 @@ impl ErrorKind {
             Self::BadAlias => "M_BAD_ALIAS",
             Self::BadState => "M_BAD_STATE",
             Self::IncompatibleRoomVersion { .. } => "M_INCOMPATIBLE_ROOM_VERSION",
+            Self::InvalidSignature => "M_INVALID_SIGNATURE",
+            Self::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
             Self::Unknown | Self::AliasInUse => "M_UNKNOWN",
         }
     }
@@ -133,7 +141,8 @@ impl ErrorKind {
             | Self::UserDeactivated
             | Self::GuestAccessForbidden
             | Self::ThreepidDenied
-            | Self::BadState => 403,
+            | Self::BadState
+            | Self::WrongRoomKeysVersion { .. } => 403,
             Self::NotFound | Self::Unrecognized | Self::ThreepidNotFound => 404,
             Self::MethodNotAllowed | Self::ManagedByServer => 405,
             Self::TooLarge => 413,
@@ -154,6 +163,7 @@ impl ErrorKind {
             | Self::InvalidRoomState
             | Self::BadAlias
             | Self::IncompatibleRoomVersion { .. }
+            | Self::InvalidSignature
             | Self::Unknown => 400,
         }
     }
@@ -169,6 +179,9 @@ impl ErrorKind {
             }
             Self::IncompatibleRoomVersion { room_version } => {
                 body.insert("room_version".into(), room_version.clone().into());
+            }
+            Self::WrongRoomKeysVersion { current_version } => {
+                body.insert("current_version".into(), current_version.clone().into());
             }
             _ => {}
         }

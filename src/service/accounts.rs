@@ -17,7 +17,7 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
-use super::{now_ms, password, secrets};
+use super::{e2ee::DeviceLists, now_ms, password, secrets};
 use crate::{
     config::Config,
     error::{Error, ErrorKind, Result},
@@ -103,6 +103,8 @@ pub struct DeviceInfo {
 pub struct Accounts {
     config: Arc<Config>,
     storage: Arc<Storage>,
+    /// A deleted or renamed device is a device-list change.
+    device_lists: Arc<DeviceLists>,
     sessions: quick_cache::sync::Cache<TokenHash, Arc<CachedSession>>,
     /// Bumped after every token revocation; a cache fill that raced with one is dropped.
     revocations: AtomicU64,
@@ -115,10 +117,11 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(config: Arc<Config>, storage: Arc<Storage>) -> Self {
+    pub fn new(config: Arc<Config>, storage: Arc<Storage>, device_lists: Arc<DeviceLists>) -> Self {
         Self {
             config,
             storage,
+            device_lists,
             sessions: quick_cache::sync::Cache::new(SESSION_CACHE_CAPACITY),
             revocations: AtomicU64::new(0),
             user_locks: (0..USER_LOCKS).map(|_| Mutex::new(())).collect(),
@@ -495,26 +498,68 @@ impl Accounts {
         if name.is_none() {
             return Ok(());
         }
+        if record.display_name == name {
+            return Ok(());
+        }
         record.display_name = name;
         let mut batch = Batch::new();
         batch.put_device(user_id, device_id, &record);
+        // Others see device names in `/keys/query`.
+        self.device_lists.stage(&mut batch, user_id, Some(device_id), false)?;
         self.storage.commit(batch).await?;
+        self.device_lists.committed(user_id);
         Ok(())
     }
 
-    /// Deletes the given devices with their tokens; unknown ones are skipped.
+    /// Deletes the given devices with their tokens and end-to-end encryption keys; unknown ones
+    /// are skipped.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
         let _lock = self.lock_user(user_id).await;
         let mut batch = Batch::new();
         let mut revoked = Vec::new();
+        let mut deleted = Vec::new();
         for device_id in device_ids {
             if let Some(record) = self.storage.device(user_id, device_id)? {
                 revoked.extend(record.access_token);
-                batch.delete_device(user_id, device_id, &record);
+                self.stage_delete_device(&mut batch, user_id, device_id, &record)?;
+                deleted.push(device_id.as_ref());
             }
+        }
+        self.stage_device_list_change(&mut batch, user_id, &deleted)?;
+        self.commit_deletions(batch, user_id, revoked).await
+    }
+
+    /// Stages a device's deletion: its record, tokens and end-to-end encryption keys.
+    fn stage_delete_device(
+        &self,
+        batch: &mut Batch,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        record: &DeviceRecord,
+    ) -> Result<()> {
+        batch.delete_device(user_id, device_id, record);
+        Ok(self.storage.delete_device_keys(batch, user_id, device_id)?)
+    }
+
+    /// Stages the device-list change of deleting devices (one change, naming the device when
+    /// there is one).
+    fn stage_device_list_change(&self, batch: &mut Batch, user_id: &UserId, deleted: &[&DeviceId]) -> Result<()> {
+        match deleted {
+            [] => Ok(()),
+            [one] => self.device_lists.stage(batch, user_id, Some(one), true),
+            _ => self.device_lists.stage(batch, user_id, None, true),
+        }
+    }
+
+    /// Commits a batch that deleted devices (if it did), then forgets their tokens and tells
+    /// those tracking the user's devices.
+    async fn commit_deletions(&self, batch: Batch, user_id: &UserId, revoked: Vec<TokenHash>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
         }
         self.storage.commit(batch).await?;
         self.forget_tokens(revoked);
+        self.device_lists.committed(user_id);
         Ok(())
     }
 
@@ -523,9 +568,7 @@ impl Accounts {
         let _lock = self.lock_user(user_id).await;
         let mut batch = Batch::new();
         let revoked = self.stage_delete_devices_except(&mut batch, user_id, keep)?;
-        self.storage.commit(batch).await?;
-        self.forget_tokens(revoked);
-        Ok(())
+        self.commit_deletions(batch, user_id, revoked).await
     }
 
     fn stage_delete_devices_except(
@@ -535,12 +578,16 @@ impl Accounts {
         keep: Option<&DeviceId>,
     ) -> Result<Vec<TokenHash>> {
         let mut revoked = Vec::new();
+        let mut deleted = Vec::new();
         for (device_id, record) in self.storage.devices(user_id)? {
             if Some(&*device_id) != keep {
                 revoked.extend(record.access_token);
-                batch.delete_device(user_id, &device_id, &record);
+                self.stage_delete_device(batch, user_id, &device_id, &record)?;
+                deleted.push(device_id);
             }
         }
+        let deleted: Vec<&DeviceId> = deleted.iter().map(|d| &**d).collect();
+        self.stage_device_list_change(batch, user_id, &deleted)?;
         Ok(revoked)
     }
 
@@ -561,8 +608,12 @@ impl Accounts {
         } else {
             Vec::new()
         };
+        let deleted = !revoked.is_empty();
         self.storage.commit(batch).await?;
         self.forget_tokens(revoked);
+        if deleted {
+            self.device_lists.committed(user_id);
+        }
         tracing::info!(user = %user_id, "password changed");
         Ok(())
     }
@@ -584,6 +635,7 @@ impl Accounts {
         }
         self.storage.commit(batch).await?;
         self.forget_tokens(revoked);
+        self.device_lists.committed(user_id);
         tracing::info!(user = %user_id, erase, "deactivated");
         Ok(())
     }
@@ -603,8 +655,9 @@ mod tests {
             ],
         )
         .unwrap();
-        let storage = Storage::open(&config.database).unwrap();
-        Accounts::new(Arc::new(config), Arc::new(storage))
+        let storage = Arc::new(Storage::open(&config.database).unwrap());
+        let device_lists = Arc::new(DeviceLists::new(storage.clone(), Default::default()));
+        Accounts::new(Arc::new(config), storage, device_lists)
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod e2ee;
 pub mod federation;
 pub mod filters;
 pub mod keys;
@@ -51,6 +52,12 @@ pub struct Services {
     pub federation: federation::Federation,
     /// Transactions other servers send: one per origin at a time.
     pub inbound: federation::inbound::Inbound,
+    /// End-to-end encryption: the key server.
+    pub e2ee: e2ee::E2ee,
+    /// Who must refetch whose device keys (sync, `/keys/changes`, federation).
+    pub device_lists: Arc<e2ee::DeviceLists>,
+    /// Server-side room key backups.
+    pub key_backup: e2ee::backup::KeyBackup,
 }
 
 impl Services {
@@ -62,6 +69,7 @@ impl Services {
         let federation = federation::Federation::new(&config, storage.clone(), keys.clone())?;
         let notifier = Arc::new(notifier::Notifier::default());
         let serial = Arc::new(typing::EphemeralSerial::default());
+        let device_lists = Arc::new(e2ee::DeviceLists::new(storage.clone(), notifier.clone()));
         Ok(Arc::new(Self {
             rooms: rooms::Rooms::new(
                 config.clone(),
@@ -72,7 +80,7 @@ impl Services {
             ),
             filters: filters::Filters::new(storage.clone()),
             keys,
-            accounts: accounts::Accounts::new(config.clone(), storage.clone()),
+            accounts: accounts::Accounts::new(config.clone(), storage.clone(), device_lists.clone()),
             uia: uia::Uia::new(config.auth.uia_session_lifetime()),
             profiles: profiles::Profiles::new(config.clone(), storage.clone()),
             account_data: account_data::AccountData::new(storage.clone(), notifier.clone()),
@@ -92,6 +100,9 @@ impl Services {
             shared_secret: shared_secret::SharedSecretRegistration::new(config.registration.shared_secret.clone()),
             federation,
             inbound: federation::inbound::Inbound::default(),
+            e2ee: e2ee::E2ee::new(config.server_name.clone(), storage.clone(), device_lists.clone()),
+            device_lists,
+            key_backup: e2ee::backup::KeyBackup::new(storage.clone()),
             config,
             storage,
         }))

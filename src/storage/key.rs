@@ -348,6 +348,92 @@ pub fn key_id_of_server_key(key: &[u8]) -> Result<&str, StorageError> {
     Ok(key_id)
 }
 
+/// `OneTimeKeys`: one key of a device, by algorithm, upload number and key ID.
+pub fn one_time_key(user_id: &UserId, device_id: &DeviceId, algorithm: &str, upload: u64, key_id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).str(algorithm).u64(upload).str(key_id).build()
+}
+
+/// `FallbackKeys`: a device's key of one algorithm. `OneTimeKeys`: a device's keys of one
+/// algorithm (as a prefix).
+pub fn device_algorithm(user_id: &UserId, device_id: &DeviceId, algorithm: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(device_id.as_str()).str(algorithm).build()
+}
+
+/// Reads a `one_time_key` key: algorithm, upload number and key ID.
+pub fn one_time_key_parts(key: &[u8]) -> Result<(&str, u64, &str), StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    reader.str()?;
+    let parts = (reader.str()?, reader.u64()?, reader.str()?);
+    reader.finish()?;
+    Ok(parts)
+}
+
+/// Reads the algorithm of a `device_algorithm` key.
+pub fn algorithm_of(key: &[u8]) -> Result<&str, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    reader.str()?;
+    let algorithm = reader.str()?;
+    reader.finish()?;
+    Ok(algorithm)
+}
+
+/// `CrossSigningKeys`: one cross-signing key of a user, by usage.
+pub fn cross_signing_key(user_id: &UserId, usage: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(usage).build()
+}
+
+/// `KeySignatures`: the signatures one user made of one key (a device's or a master key).
+pub fn key_signature(target: &UserId, target_key: &str, signer: &UserId) -> Vec<u8> {
+    KeyBuilder::new().str(target.as_str()).str(target_key).str(signer.as_str()).build()
+}
+
+/// `KeySignatures`: every signature of one key (as a prefix).
+pub fn key_signatures_of(target: &UserId, target_key: &str) -> Vec<u8> {
+    KeyBuilder::new().str(target.as_str()).str(target_key).build()
+}
+
+/// Reads the signer of a `key_signature` key.
+pub fn signer_of(key: &[u8]) -> Result<&str, StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    reader.str()?;
+    let signer = reader.str()?;
+    reader.finish()?;
+    Ok(signer)
+}
+
+/// `BackupVersions`: one backup version of a user. `BackupKeys`: every key of it (as a prefix).
+pub fn backup_version(user_id: &UserId, version: u64) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).u64(version).build()
+}
+
+/// `BackupKeys`: one backed-up session.
+pub fn backup_key(user_id: &UserId, version: u64, room_id: &RoomId, session_id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).u64(version).str(room_id.as_str()).str(session_id).build()
+}
+
+/// `BackupKeys`: every backed-up session of a room (as a prefix).
+pub fn backup_room(user_id: &UserId, version: u64, room_id: &RoomId) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).u64(version).str(room_id.as_str()).build()
+}
+
+/// Reads a `backup_key` key: room and session.
+pub fn backup_key_parts(key: &[u8]) -> Result<(&str, &str), StorageError> {
+    let mut reader = KeyReader::new(key);
+    reader.str()?;
+    reader.u64()?;
+    let parts = (reader.str()?, reader.str()?);
+    reader.finish()?;
+    Ok(parts)
+}
+
+/// Reads the version of a `backup_version` key.
+pub fn version_of(key: &[u8]) -> Result<u64, StorageError> {
+    position_of_user_position(key)
+}
+
 #[cfg(test)]
 mod tests {
     use ruma::{device_id, room_id, user_id};
@@ -439,6 +525,33 @@ mod tests {
         assert!(outbound_after("a.org:8448") < outbound("a.org", 0));
         assert!(!outbound("a.org:8448", 1).starts_with(&outbound_prefix("a.org")));
         assert_eq!(outbound_parts(&outbound("a.org:8448", 7)).unwrap(), ("a.org:8448", 7));
+    }
+
+    #[test]
+    fn one_time_keys_sort_by_upload_within_an_algorithm_and_read_back() {
+        let (alice, dev) = (ruma::user_id!("@a:x"), device_id!("D"));
+        let mut keys = [
+            one_time_key(alice, dev, "signed_curve25519", 2, "AAAA"),
+            one_time_key(alice, dev, "signed_curve25519", 1, "ZZZZ"),
+            one_time_key(alice, dev, "curve25519", 9, "B"),
+        ];
+        keys.sort();
+        assert_eq!(one_time_key_parts(&keys[0]).unwrap(), ("curve25519", 9, "B"));
+        assert_eq!(one_time_key_parts(&keys[1]).unwrap(), ("signed_curve25519", 1, "ZZZZ"));
+        assert!(keys[2].starts_with(&device_algorithm(alice, dev, "signed_curve25519")));
+        assert!(!keys[0].starts_with(&device_algorithm(alice, dev, "signed_curve25519")));
+        assert_eq!(algorithm_of(&device_algorithm(alice, dev, "alg")).unwrap(), "alg");
+        let room = room_id!("!r:x");
+        let backup = backup_key(alice, 3, room, "sess");
+        assert!(backup.starts_with(&backup_room(alice, 3, room)));
+        assert!(backup.starts_with(&backup_version(alice, 3)));
+        assert!(!backup.starts_with(&backup_version(alice, 4)));
+        assert_eq!(backup_key_parts(&backup).unwrap(), ("!r:x", "sess"));
+        assert_eq!(version_of(&backup_version(alice, 3)).unwrap(), 3);
+        let signature = key_signature(alice, "D", ruma::user_id!("@b:x"));
+        assert!(signature.starts_with(&key_signatures_of(alice, "D")));
+        assert!(!signature.starts_with(&key_signatures_of(alice, "")));
+        assert_eq!(signer_of(&signature).unwrap(), "@b:x");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod account_data;
 mod accounts;
 mod batch;
+mod e2ee;
 mod engine;
 mod ephemeral;
 mod filters;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 pub use account_data::*;
 pub use accounts::*;
 pub use batch::Batch;
+pub use e2ee::*;
 pub use engine::Engine;
 pub use ephemeral::*;
 pub use outbound::{QueuedEdu, QueuedPdu};

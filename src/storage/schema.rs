@@ -106,6 +106,37 @@ pub enum Column {
     /// `Sequence::Outbound`). Value: the EDU (`{"edu_type", "content"}`). Deleted once the
     /// destination acknowledged the transaction carrying it.
     OutboundEdus,
+    /// Identity keys of devices (end-to-end encryption), as the device uploaded them; signatures
+    /// others added are in `KeySignatures`. Key: `user_id ++ device_id`. Value: the signed device
+    /// keys object.
+    DeviceKeys,
+    /// One-time keys waiting to be claimed. Key: `user_id ++ device_id ++ algorithm ++ upload
+    /// (u64) ++ key_id`, the upload number growing with each upload of the device, so that keys
+    /// are claimed in the order they came. Value: the key (a string or a signed object).
+    OneTimeKeys,
+    /// Fallback keys, one per device and algorithm. Key: `user_id ++ device_id ++ algorithm`.
+    /// Value: `FallbackKeyRecord` (key ID, the key, whether it was claimed).
+    FallbackKeys,
+    /// Cross-signing keys. Key: `user_id ++ usage` (`master`, `self_signing`, `user_signing`).
+    /// Value: the key object as uploaded; signatures others added are in `KeySignatures`.
+    CrossSigningKeys,
+    /// Signatures uploaded through `/keys/signatures/upload`. Key: `target user_id ++ target key
+    /// (a device ID, or a master key's ID) ++ signer user_id`. Value: `{signer key ID: signature}`.
+    KeySignatures,
+    /// Device-list changes by stream position, for sync, `/keys/changes` and federation. Key:
+    /// position (`u64`). Value: `DeviceListChange` (user, device, deleted, and for a signature of
+    /// another user's key the one user it concerns). A user's older public entry goes when a newer
+    /// one is written.
+    DeviceListChanges,
+    /// The position of each user's latest public entry in `DeviceListChanges`. Key: `user_id`.
+    /// Value: `u64`, binary.
+    DeviceListLatest,
+    /// Server-side key backup versions. Key: `user_id ++ version (u64)`. Value:
+    /// `BackupVersionRecord` (algorithm, auth data, etag).
+    BackupVersions,
+    /// Backed-up room keys. Key: `user_id ++ version (u64) ++ room_id ++ session_id`. Value: the
+    /// `KeyBackupData` object.
+    BackupKeys,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -118,7 +149,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 34] = [
+    pub const ALL: [Column; 43] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -153,6 +184,15 @@ impl Column {
         Column::RemoteInvites,
         Column::OutboundPdus,
         Column::OutboundEdus,
+        Column::DeviceKeys,
+        Column::OneTimeKeys,
+        Column::FallbackKeys,
+        Column::CrossSigningKeys,
+        Column::KeySignatures,
+        Column::DeviceListChanges,
+        Column::DeviceListLatest,
+        Column::BackupVersions,
+        Column::BackupKeys,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -192,6 +232,15 @@ impl Column {
             Column::RemoteInvites => "remote_invites",
             Column::OutboundPdus => "outbound_pdus",
             Column::OutboundEdus => "outbound_edus",
+            Column::DeviceKeys => "device_keys",
+            Column::OneTimeKeys => "one_time_keys",
+            Column::FallbackKeys => "fallback_keys",
+            Column::CrossSigningKeys => "cross_signing_keys",
+            Column::KeySignatures => "key_signatures",
+            Column::DeviceListChanges => "device_list_changes",
+            Column::DeviceListLatest => "device_list_latest",
+            Column::BackupVersions => "backup_versions",
+            Column::BackupKeys => "backup_keys",
         }
     }
 
@@ -212,7 +261,8 @@ impl Column {
             | Column::TransactionIds
             | Column::Filters
             | Column::FederationTransactions
-            | Column::RemoteInvites => Access::Point,
+            | Column::RemoteInvites
+            | Column::DeviceListLatest => Access::Point,
             Column::Devices
             | Column::DeviceLastSeen
             | Column::Profiles
@@ -230,7 +280,15 @@ impl Column {
             | Column::ThreadActivity
             | Column::ServerKeys
             | Column::OutboundPdus
-            | Column::OutboundEdus => Access::Scan,
+            | Column::OutboundEdus
+            | Column::DeviceKeys
+            | Column::OneTimeKeys
+            | Column::FallbackKeys
+            | Column::CrossSigningKeys
+            | Column::KeySignatures
+            | Column::DeviceListChanges
+            | Column::BackupVersions
+            | Column::BackupKeys => Access::Scan,
         }
     }
 }

@@ -11,6 +11,7 @@ mod errors;
 mod federation;
 mod federation_rooms;
 mod history;
+mod keys;
 mod login;
 mod profile;
 mod push_rules;

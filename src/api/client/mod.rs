@@ -7,11 +7,13 @@ mod directory;
 pub mod discovery;
 mod ephemeral;
 mod history;
+mod keys;
 mod profile;
 mod push_rules;
 mod register;
 mod relations;
 mod room_events;
+mod room_keys;
 mod rooms;
 mod search;
 pub mod session;
@@ -64,6 +66,7 @@ pub fn v3_routes() -> Router<Arc<Services>> {
             get(push_rules::get_attribute).put(push_rules::set_attribute),
         )
         .merge(room_routes())
+        .merge(e2ee_routes())
         .route("/sync", get(sync::sync))
         .route("/user/{user_id}/filter", post(sync::create_filter))
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
@@ -123,6 +126,31 @@ fn room_routes() -> Router<Arc<Services>> {
         .route("/publicRooms", get(directory::public_rooms).post(directory::search_public_rooms))
         .route("/user_directory/search", post(user_directory::search))
         .route("/search", post(search::search))
+}
+
+/// End-to-end encryption: keys, cross-signing, key backups.
+fn e2ee_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/keys/upload", post(keys::upload))
+        .route("/keys/query", post(keys::query))
+        .route("/keys/claim", post(keys::claim))
+        .route("/keys/changes", get(keys::changes))
+        .route("/keys/device_signing/upload", post(keys::device_signing_upload))
+        .route("/keys/signatures/upload", post(keys::signatures_upload))
+        .route("/room_keys/version", get(room_keys::current_version).post(room_keys::create_version))
+        .route(
+            "/room_keys/version/{version}",
+            get(room_keys::get_version).put(room_keys::update_version).delete(room_keys::delete_version),
+        )
+        .route("/room_keys/keys", get(room_keys::get_all).put(room_keys::put_all).delete(room_keys::delete_all))
+        .route(
+            "/room_keys/keys/{room_id}",
+            get(room_keys::get_room).put(room_keys::put_room).delete(room_keys::delete_room),
+        )
+        .route(
+            "/room_keys/keys/{room_id}/{session_id}",
+            get(room_keys::get_session).put(room_keys::put_session).delete(room_keys::delete_session),
+        )
 }
 
 /// Endpoints under `/_matrix/client/v1`.

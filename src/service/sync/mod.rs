@@ -124,6 +124,17 @@ pub async fn build(services: &Services, session: &Session, request: &SyncRequest
     }
     has_updates |= !to_device.is_empty();
     response["to_device"] = json!({ "events": to_device });
+
+    // End-to-end encryption: whose devices to refetch (incremental syncs only), and this
+    // device's key supplies.
+    let (user, device) = (&session.user_id, &session.device_id);
+    if let Some(since) = request.since {
+        let (changed, left) = services.device_lists.changes(&services.rooms, user, since.position, now.position)?;
+        has_updates |= !changed.is_empty() || !left.is_empty();
+        response["device_lists"] = json!({ "changed": changed, "left": left });
+    }
+    response["device_one_time_keys_count"] = json!(services.e2ee.one_time_key_counts(user, device)?);
+    response["device_unused_fallback_key_types"] = json!(services.e2ee.unused_fallback_key_types(user, device)?);
     Ok((response, has_updates))
 }
 
@@ -202,7 +213,6 @@ impl Builder<'_> {
             "presence": { "events": presence },
             "to_device": { "events": [] },
             "device_lists": { "changed": [], "left": [] },
-            "device_one_time_keys_count": {},
         });
         Ok((response, has_updates))
     }
