@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     error::{Error, Result},
+    service::rooms::Pdu,
     storage::{Batch, Storage},
 };
 
@@ -114,6 +115,16 @@ impl RoomEventFilter {
             && sender_allowed(&self.senders, &self.not_senders, sender)
             && room_allowed(&self.rooms, &self.not_rooms, room)
             && self.contains_url.is_none_or(|wanted| content.get("url").is_some_and(Value::is_string) == wanted)
+    }
+
+    /// `allows` for a parsed event, its content parsed only when `contains_url` asks about it.
+    pub fn allows_pdu(&self, pdu: &Pdu, room: &RoomId) -> bool {
+        let kind = pdu.kind.to_string();
+        if self.contains_url.is_none() {
+            return self.allows(&kind, &pdu.sender, room, &Value::Null);
+        }
+        let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+        self.allows(&kind, &pdu.sender, room, &content)
     }
 
     pub fn allows_room(&self, room: &RoomId) -> bool {

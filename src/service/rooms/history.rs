@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use ruma::{EventId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{Rooms, read::Viewer};
+use super::{Rooms, SeeMemo, read::Viewer};
 use crate::{
     error::{Error, Result},
     service::{filters::RoomEventFilter, sync::SyncToken},
@@ -112,6 +112,7 @@ impl Rooms {
         query: &MessagesQuery,
     ) -> Result<Page> {
         let mut events = Vec::new();
+        let mut memo = SeeMemo::default();
         let (mut low, mut high) = (after, until);
         loop {
             let chunk = match query.dir {
@@ -120,17 +121,20 @@ impl Rooms {
             };
             let Some(&(edge, _)) = chunk.last() else { return Ok(Page { events, more: false }) };
             for (position, short) in chunk {
-                let (Some(stored), Some(pdu)) = (self.storage.event(short)?, self.event(short)?) else { continue };
-                let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
-                if !query.filter.allows(&pdu.kind.to_string(), &pdu.sender, room_id, &content)
-                    || !self.can_see(viewer.user, room_id, short, &pdu, position)?
-                {
+                let Some(pdu) = self.event(short)? else { continue };
+                if !query.filter.allows_pdu(&pdu, room_id) {
+                    continue;
+                }
+                let snapshots = self.event_snapshots(short)?;
+                if !self.can_see_in(&mut memo, viewer.user, room_id, snapshots, &pdu, position)? {
                     continue;
                 }
                 if events.len() == limit {
                     return Ok(Page { events, more: true });
                 }
-                events.push((position, self.timeline_event(&stored, viewer)?, pdu.sender.clone()));
+                let Some(stored) = self.storage.event(short)? else { continue };
+                let event = self.timeline_event_in(&mut memo, &stored, snapshots.1, viewer)?;
+                events.push((position, event, pdu.sender.clone()));
             }
             match query.dir {
                 Direction::Backward => high = edge - 1,

@@ -43,6 +43,7 @@ use ruma::{
 use serde_json::{Map, Value, value::RawValue};
 pub use state::StateMap;
 use state::StateStore;
+pub use visibility::SeeMemo;
 
 use super::{federation::sender::Sender, keys::ServerKeys, locks::KeyedLocks, notifier::Notifier, now_ms};
 use crate::{

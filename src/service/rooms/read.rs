@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use ruma::{DeviceId, EventId, OwnedRoomId, RoomId, UserId};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
-use super::{Pdu, Rooms, StateMap, age_of};
+use super::{Pdu, Rooms, StateMap, age_of, visibility::SeeMemo};
 use crate::{
     error::{Error, Result},
     storage::StoredEvent,
@@ -22,10 +23,14 @@ pub struct Viewer<'a> {
 impl Rooms {
     /// An event in the client format, with its bundled aggregations (edits, threads, references).
     pub fn client_event(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        let mut event = self.client_event_plain(stored, viewer)?;
-        let pdu = Pdu::from_stored(stored)?;
+        self.client_event_of(stored, &Pdu::from_stored(stored)?, viewer)
+    }
+
+    /// `client_event` for a stored event already parsed (`pdu` is `Pdu::from_stored(stored)`).
+    fn client_event_of(&self, stored: &StoredEvent, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        let mut event = self.client_event_plain_of(stored, pdu, viewer)?;
         let redacted = stored.unsigned.contains_key("redacted_because");
-        if let Some(aggregations) = self.aggregations(&pdu, redacted, viewer)? {
+        if let Some(aggregations) = self.aggregations(pdu, redacted, viewer)? {
             event["unsigned"]["m.relations"] = aggregations;
         }
         Ok(event)
@@ -33,12 +38,22 @@ impl Rooms {
 
     /// An event in the client format without aggregations (as aggregations nest events).
     pub fn client_event_plain(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        let mut pdu: Map<String, Value> = serde_json::from_str(stored.pdu.get())
+        self.client_event_plain_of(stored, &Pdu::from_stored(stored)?, viewer)
+    }
+
+    fn client_event_plain_of(&self, stored: &StoredEvent, parsed: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        // Only the fields a client sees are built; hashes, signatures and the DAG are skipped.
+        let pdu: ClientFields = serde_json::from_str(stored.pdu.get())
             .map_err(|e| Error::internal(format!("stored event {} does not parse: {e}", stored.event_id)))?;
-        let parsed = Pdu::from_stored(stored)?;
         let mut event = Map::new();
-        for field in ["type", "sender", "content", "origin_server_ts", "state_key"] {
-            if let Some(value) = pdu.remove(field) {
+        for (field, value) in [
+            ("type", pdu.kind),
+            ("sender", pdu.sender),
+            ("content", pdu.content),
+            ("origin_server_ts", pdu.origin_server_ts),
+            ("state_key", pdu.state_key),
+        ] {
+            if let Some(value) = value {
                 event.insert(field.into(), value);
             }
         }
@@ -48,7 +63,7 @@ impl Rooms {
             event.insert("redacts".into(), json!(redacts));
         }
         let mut unsigned = stored.unsigned.clone();
-        unsigned.insert("age".into(), json!(age_of(&parsed)));
+        unsigned.insert("age".into(), json!(age_of(parsed)));
         if let Some(replaced) =
             unsigned.get("replaces_state").and_then(Value::as_str).and_then(|id| EventId::parse(id).ok())
             && let Some((_, previous)) = self.event_by_id(&replaced)?
@@ -68,12 +83,25 @@ impl Rooms {
     /// A timeline event in the client format, with the viewer's membership at that event in
     /// `unsigned.membership` (MSC4115), as clients use to tell what they could see.
     pub fn timeline_event(&self, stored: &StoredEvent, viewer: Viewer<'_>) -> Result<Value> {
+        let Some(short) = self.storage.short_event_id(&stored.event_id)? else {
+            return self.client_event(stored, Some(viewer));
+        };
+        let (_, after) = self.event_snapshots(short)?;
+        self.timeline_event_in(&mut SeeMemo::default(), stored, after, viewer)
+    }
+
+    /// `timeline_event` for an event whose state snapshot after it is known, through a memo that
+    /// belongs to the viewer.
+    pub fn timeline_event_in(
+        &self,
+        memo: &mut SeeMemo,
+        stored: &StoredEvent,
+        after: u64,
+        viewer: Viewer<'_>,
+    ) -> Result<Value> {
         let mut event = self.client_event(stored, Some(viewer))?;
-        if let Some(short) = self.storage.short_event_id(&stored.event_id)? {
-            let (_, after) = self.event_states(short)?;
-            let membership = self.membership_in(&after, viewer.user)?.unwrap_or_else(|| "leave".to_owned());
-            event["unsigned"]["membership"] = json!(membership);
-        }
+        let (_, membership) = self.snapshot_facts(memo, viewer.user, after)?;
+        event["unsigned"]["membership"] = json!(membership.unwrap_or_else(|| "leave".to_owned()));
         Ok(event)
     }
 
@@ -177,4 +205,24 @@ impl Rooms {
             .map(|(room, record)| (room, record.membership))
             .collect())
     }
+}
+
+/// The fields of a stored PDU that the client format keeps. A field that is present holds its
+/// value, `null` included.
+#[derive(Deserialize)]
+struct ClientFields {
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    kind: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    sender: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    content: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    origin_server_ts: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    state_key: Option<Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }

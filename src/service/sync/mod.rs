@@ -20,7 +20,7 @@ use super::{
     filters::{Filter, RoomEventFilter},
     presence,
     push_rules::PUSH_RULES,
-    rooms::{StateMap, read::Viewer},
+    rooms::{SeeMemo, StateMap, read::Viewer},
 };
 use crate::{
     error::Result,
@@ -228,6 +228,9 @@ impl Builder<'_> {
         let whole = self.initial()
             || self.request.full_state
             || (membership.position > self.since && !self.was_joined_at_since(room_id)?);
+        if !whole && self.quiet(room_id, &room, until)? {
+            return Ok(None);
+        }
         let filter = &self.request.filter.room;
         let timeline = self.timeline(
             room_id,
@@ -283,6 +286,25 @@ impl Builder<'_> {
         Ok(Some(body))
     }
 
+    /// Whether nothing that an incremental sync shows of a room happened in `(since, until]`: no
+    /// timeline entry (so no state change either), no receipt, no typing change, no room account
+    /// data. Cheap checks, before any state is looked up: most rooms are quiet in most syncs.
+    fn quiet(&self, room_id: &RoomId, room: &RoomRecord, until: u64) -> Result<bool> {
+        let storage = &self.services.storage;
+        if storage.timeline_at(room.short_id, until)?.is_some_and(|(position, _)| position > self.since) {
+            return Ok(false);
+        }
+        let (_, typing_changed) = self.services.typing.in_room(room_id);
+        if typing_changed > self.request.since.map_or(0, |s| s.serial) {
+            return Ok(false);
+        }
+        if !storage.receipt_changes(room.short_id, self.since, self.now.position)?.is_empty() {
+            return Ok(false);
+        }
+        let changes = storage.account_data_changes(self.user(), self.since, self.now.position)?;
+        Ok(!changes.iter().any(|change| change.room.as_deref() == Some(room_id)))
+    }
+
     /// The room's events in `(after, until]` that the user may see and the filter lets through,
     /// the latest `limit` of them.
     fn timeline(
@@ -300,25 +322,27 @@ impl Builder<'_> {
             if filter.limit == Some(0) { 0 } else { filter.limit_or(DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT) };
         let viewer = Viewer { user: self.user(), device: Some(&self.session.device_id) };
         let mut picked = Vec::new();
+        let mut memo = SeeMemo::default();
         let mut before = until.saturating_add(1);
         let mut limited = false;
         'scan: loop {
             let chunk = storage.timeline_rev(room.short_id, after, before, 64)?;
             let Some(&(oldest, _)) = chunk.last() else { break };
             for (position, short) in chunk {
-                let Some(stored) = storage.event(short)? else { continue };
                 let Some(pdu) = rooms.event(short)? else { continue };
-                let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
-                if !filter.allows(&pdu.kind.to_string(), &pdu.sender, room_id, &content)
-                    || !rooms.can_see(self.user(), room_id, short, &pdu, position)?
-                {
+                if !filter.allows_pdu(&pdu, room_id) {
+                    continue;
+                }
+                let snapshots = rooms.event_snapshots(short)?;
+                if !rooms.can_see_in(&mut memo, self.user(), room_id, snapshots, &pdu, position)? {
                     continue;
                 }
                 if picked.len() == limit {
                     limited = true;
                     break 'scan;
                 }
-                picked.push((position, stored, pdu));
+                let Some(stored) = storage.event(short)? else { continue };
+                picked.push((position, stored, pdu, snapshots.1));
             }
             before = oldest;
         }
@@ -327,10 +351,10 @@ impl Builder<'_> {
         let mut senders = BTreeSet::new();
         let mut has_member_events = false;
         let mut events = Vec::with_capacity(picked.len());
-        for (_, stored, pdu) in &picked {
+        for (_, stored, pdu, after) in &picked {
             senders.insert(pdu.sender.clone());
             has_member_events |= pdu.kind.to_string() == "m.room.member";
-            events.push(without_room_id(rooms.timeline_event(stored, viewer)?));
+            events.push(without_room_id(rooms.timeline_event_in(&mut memo, stored, *after, viewer)?));
         }
         let prev_batch = SyncToken::new(first_position.map_or(until, |p| p - 1), self.now.serial);
         Ok(Timeline { events, limited, prev_batch: prev_batch.to_string(), first_position, senders, has_member_events })
