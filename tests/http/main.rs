@@ -10,6 +10,7 @@ mod ephemeral;
 mod errors;
 mod federation;
 mod federation_rooms;
+mod federation_sending;
 mod history;
 mod keys;
 mod login;
