@@ -22,6 +22,10 @@ pub struct RoomRecord {
     pub extremities: Vec<OwnedEventId>,
     /// The highest depth in the room.
     pub depth: u64,
+    /// Events here whose prev events are not (joins through another server, backfilled
+    /// events): where to ask other servers for older history (`/backfill`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfill_from: Vec<OwnedEventId>,
 }
 
 /// An event as stored: the signed PDU and what the server knows about it.
@@ -289,6 +293,29 @@ impl Storage {
         }
     }
 
+    /// Up to `limit` backfilled events of a room after number `after` (older and older), as
+    /// `(number, short event)`.
+    pub fn backfill(&self, short_room: u64, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StorageError> {
+        let start = key::timeline(short_room, after.saturating_add(1));
+        let mut events = Vec::new();
+        for entry in self.engine.scan_from(Column::Backfill, &key::room_prefix(short_room), &start) {
+            if events.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            events.push((key::timeline_position_of(&k)?, decode_u64(&v)?));
+        }
+        Ok(events)
+    }
+
+    /// The number of a room's oldest backfilled event, 0 without any.
+    pub fn backfill_last(&self, short_room: u64) -> Result<u64, StorageError> {
+        match self.engine.scan_prefix_rev(Column::Backfill, &key::room_prefix(short_room), None).next() {
+            Some(entry) => key::timeline_position_of(&entry?.0),
+            None => Ok(0),
+        }
+    }
+
     // ----- memberships -----
 
     pub fn membership(&self, user_id: &UserId, room_id: &RoomId) -> Result<Option<MembershipRecord>, StorageError> {
@@ -442,6 +469,11 @@ impl Batch {
             record.position = position;
             batch.put_json(Column::UserRooms, key, &record);
         });
+    }
+
+    /// Places a backfilled event in its room's history, at `number` (see `Backfill`).
+    pub fn put_backfill(&mut self, short_room: u64, number: u64, short_event: u64) {
+        self.put(Column::Backfill, key::timeline(short_room, number), short_event.to_be_bytes().to_vec());
     }
 
     /// Drops the invite another server sent a local user (they joined or declined).

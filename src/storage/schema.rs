@@ -137,6 +137,10 @@ pub enum Column {
     /// Backed-up room keys. Key: `user_id ++ version (u64) ++ room_id ++ session_id`. Value: the
     /// `KeyBackupData` object.
     BackupKeys,
+    /// Events of a room older than its timeline, fetched from other servers (`/backfill`), in
+    /// the order `/messages` reads them back. Key: short room ID `++` number (`u64`, growing
+    /// into the past). Value: short event ID (`u64`).
+    Backfill,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -149,7 +153,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 43] = [
+    pub const ALL: [Column; 44] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -193,6 +197,7 @@ impl Column {
         Column::DeviceListLatest,
         Column::BackupVersions,
         Column::BackupKeys,
+        Column::Backfill,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -241,6 +246,7 @@ impl Column {
             Column::DeviceListLatest => "device_list_latest",
             Column::BackupVersions => "backup_versions",
             Column::BackupKeys => "backup_keys",
+            Column::Backfill => "backfill",
         }
     }
 
@@ -288,7 +294,8 @@ impl Column {
             | Column::KeySignatures
             | Column::DeviceListChanges
             | Column::BackupVersions
-            | Column::BackupKeys => Access::Scan,
+            | Column::BackupKeys
+            | Column::Backfill => Access::Scan,
         }
     }
 }

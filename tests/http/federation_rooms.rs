@@ -282,3 +282,43 @@ async fn typing_receipts_and_presence_cross_over() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn history_from_before_the_join_is_backfilled_from_the_resident_server() {
+    let (a, b, alice, bob, room_id, alias) = two_servers().await;
+    let count = 150;
+    for i in 0..count {
+        send_text(&a, &alice, &room_id, &format!("old {i}")).await;
+    }
+    join_by_alias(&b, &bob, &alias).await;
+    send_text(&b, &bob, &room_id, "new").await;
+
+    // Paging back from now: bob's message and join, then the older history, fetched from A as
+    // B's own runs out.
+    let mut seen = Vec::new();
+    let mut last_type = String::new();
+    let mut from: Option<String> = None;
+    for _ in 0..100 {
+        let mut path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=25", encode(&room_id));
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, body) = b.get(&path, bob.tok()).await;
+        assert_eq!(status, 200, "{body}\n{}", b.log());
+        for event in body["chunk"].as_array().unwrap() {
+            if event["type"] == "m.room.message" {
+                seen.push(event["content"]["body"].as_str().unwrap().to_owned());
+            }
+            last_type = event["type"].as_str().unwrap().to_owned();
+        }
+        match body["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected = vec!["new".to_owned()];
+    expected.extend((0..count).rev().map(|i| format!("old {i}")));
+    assert_eq!(seen, expected, "\n{}", b.log());
+    // Back to the room's creation.
+    assert_eq!(last_type, "m.room.create");
+}

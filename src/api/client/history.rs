@@ -54,15 +54,20 @@ pub async fn messages(
             return Err(Error::missing_param("`dir` is required"));
         }
     };
+    // `b{number}`: a token into history older than the timeline (backfilled).
+    let backfilled = match params.from.as_deref().and_then(|from| from.strip_prefix('b')) {
+        Some(number) => Some(number.parse::<u64>().map_err(|_| Error::invalid_param("Invalid `from` token"))?),
+        None => None,
+    };
     let query = MessagesQuery {
-        from: params.from.as_deref().map(SyncToken::parse).transpose()?,
+        from: params.from.as_deref().filter(|_| backfilled.is_none()).map(SyncToken::parse).transpose()?,
         to: params.to.as_deref().map(SyncToken::parse).transpose()?,
         dir,
         limit: params.limit,
         filter: room_filter(params.filter.as_deref())?,
     };
     let viewer = Viewer { user: &session.user_id, device: Some(&session.device_id) };
-    Ok(Json(services.rooms.messages(viewer, &room_id, &query)?))
+    Ok(Json(services.room_messages(viewer, &room_id, &query, backfilled).await?))
 }
 
 #[derive(Deserialize, Default)]

@@ -199,7 +199,7 @@ impl Services {
     /// Makes sure every event the event's auth events lead to is stored: when one is missing,
     /// the event's auth chain is fetched from `origin` (`/event_auth`), checked, and stored as
     /// outliers.
-    async fn fetch_auth_chain(&self, origin: &ServerName, version: &RoomVersionId, pdu: &Pdu) -> Result<()> {
+    pub(super) async fn fetch_auth_chain(&self, origin: &ServerName, version: &RoomVersionId, pdu: &Pdu) -> Result<()> {
         if self.rooms.unknown_events(&pdu.auth_events)?.is_empty() {
             return Ok(());
         }
@@ -282,7 +282,7 @@ impl Services {
     /// state after each prev event, ours when we have it, fetched from `origin` otherwise
     /// (`/state_ids` of the prev event, then the events we lack, stored as outliers). One list per
     /// prev event, resolved by the room when they differ.
-    async fn fetch_state_before(
+    pub(super) async fn fetch_state_before(
         &self,
         origin: &ServerName,
         version: &RoomVersionId,

@@ -11,6 +11,7 @@
 //! Inbound X-Matrix verification is in the API layer (`api::federation::auth`), over [`keys`].
 
 pub mod acl;
+pub mod backfill;
 pub mod client;
 pub mod discovery;
 pub mod edus;

@@ -133,6 +133,7 @@ impl Rooms {
             state: EMPTY,
             extremities: Vec::new(),
             depth: 0,
+            backfill_from: Vec::new(),
         };
         let mut room = RoomHandle::new(room_id.clone(), record, rules.clone(), Arc::default(), None);
         self.authorize(&room, &create.pdu).map_err(invalid_state)?;

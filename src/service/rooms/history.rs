@@ -25,6 +25,7 @@ pub enum Direction {
     Forward,
 }
 
+#[derive(Clone)]
 pub struct MessagesQuery {
     pub from: Option<SyncToken>,
     pub to: Option<SyncToken>,

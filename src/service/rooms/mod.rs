@@ -8,6 +8,7 @@
 //! parallel.
 
 mod aliases;
+pub mod backfill;
 mod create;
 mod directory;
 pub mod hierarchy;
@@ -593,8 +594,12 @@ impl Rooms {
             json: built.json.clone(),
             after: Some(after),
         };
-        if placement == Placement::SoftFailed {
-            stored.status = EventStatus::SoftFailed;
+        if placement != Placement::Timeline {
+            // Soft-failed events are never shown; backfilled ones are, from the `backfill` index
+            // their caller writes. Neither changes the room's head, state or memberships.
+            if placement == Placement::SoftFailed {
+                stored.status = EventStatus::SoftFailed;
+            }
             batch.put_event_outside_timeline(short_event, &stored, Some((before.id, after.id)));
             room.pending.insert(pdu.event_id.clone(), pending(after));
             return Ok(Staged { pdu, short_event, remember, woken: Vec::new(), in_timeline: false });
@@ -788,6 +793,8 @@ struct Staged {
 enum Placement {
     Timeline,
     SoftFailed,
+    /// Older than the timeline, fetched from another server: in the `backfill` index.
+    Backfilled,
 }
 
 /// Milliseconds since an event was sent, for `unsigned.age`.

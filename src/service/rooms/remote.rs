@@ -62,6 +62,7 @@ impl RoomHandle {
             state: EMPTY,
             extremities: Vec::new(),
             depth: 0,
+            backfill_from: Vec::new(),
         };
         Ok(Self::new(room_id.to_owned(), record, pdu::rules_of(version)?, Arc::default(), None))
     }
@@ -220,26 +221,15 @@ impl Rooms {
             return Ok(Accepted::Known);
         }
         let mut batch = Batch::new();
+        if built.pdu.prev_events.is_empty() {
+            // Only a create event has none, and a room has its own already.
+            let error = Error::forbidden("An event without prev events cannot join an existing room");
+            return self.reject(batch, room, built, error).await;
+        }
         if let Err(e) = self.authorize_by_own_auth_events(&room, &built.pdu) {
             return self.reject(batch, room, built, e).await;
         }
-        let before = match before {
-            StateBefore::PrevEvents => self.state_before_prev_events(&mut batch, &room, &built.pdu)?,
-            StateBefore::Given(lists) => {
-                let mut maps = Vec::with_capacity(lists.len());
-                for ids in &lists {
-                    maps.push(self.state_of_events(&room, ids).await?);
-                }
-                let resolved = match maps.first() {
-                    Some(first) if maps.iter().all(|m| m == first) => first.clone(),
-                    Some(_) => self.resolve_states(&room, &maps.iter().collect::<Vec<_>>())?,
-                    None => return Err(Error::bad_json("An event without prev events cannot join a room's graph")),
-                };
-                let (id, layers, state) = self.state.derive(&mut batch, EMPTY, &resolved, None, &[])?;
-                self.state.remember(id, state.clone());
-                StateAt { id, state, layers: Some(layers) }
-            }
-        };
+        let before = self.state_before(&mut batch, &room, &built.pdu, before).await?;
         if let Err(e) = self.authorize_against(&room, &built.pdu, &before.state) {
             return self.reject(batch, room, built, e).await;
         }
@@ -252,7 +242,7 @@ impl Rooms {
         };
         let redacted = match placement {
             Placement::Timeline => self.redaction_target(&room, &built.pdu)?,
-            Placement::SoftFailed => None,
+            _ => None,
         };
         let rules = room.rules.clone();
         let state_before = (before.id, before.state.clone());
@@ -278,7 +268,92 @@ impl Rooms {
         }
         Ok(match placement {
             Placement::Timeline => Accepted::Timeline(appended),
-            Placement::SoftFailed => Accepted::SoftFailed,
+            _ => Accepted::SoftFailed,
+        })
+    }
+
+    /// An event older than the room's timeline, fetched with `/backfill` (signatures checked,
+    /// auth events stored): checked against its auth events and the state before it, and stored
+    /// with its states but outside the timeline; `index_backfilled` places it in the room's
+    /// history. Returns its short ID and depth, `None` when known already or rejected.
+    pub async fn accept_backfilled(&self, built: Built, before: StateBefore) -> Result<Option<(u64, u64)>> {
+        let room_id = built.pdu.room_id.clone();
+        let (_guard, mut room) = self.lock(&room_id).await?;
+        if let Some(status) = self.event_status(&built.pdu.event_id)?
+            && status != EventStatus::Outlier
+        {
+            return Ok(None);
+        }
+        let mut batch = Batch::new();
+        if let Err(e) = self.authorize_by_own_auth_events(&room, &built.pdu) {
+            self.reject(batch, room, built, e).await?;
+            return Ok(None);
+        }
+        let before = self.state_before(&mut batch, &room, &built.pdu, before).await?;
+        if let Err(e) = self.authorize_against(&room, &built.pdu, &before.state) {
+            self.reject(batch, room, built, e).await?;
+            return Ok(None);
+        }
+        let depth = built.pdu.depth;
+        let staged = self.stage_at(&mut batch, &mut room, built, None, before, Placement::Backfilled).await?;
+        let short = staged.short_event;
+        self.commit(batch, vec![staged]).await?;
+        Ok(Some((short, depth)))
+    }
+
+    /// Places backfilled events in the room's history, newest first (by depth), after what was
+    /// backfilled before; `backfill_from` becomes the events whose prev events are still not here.
+    pub async fn index_backfilled(&self, room_id: &RoomId, mut events: Vec<(u64, u64)>) -> Result<()> {
+        let (_guard, room) = self.lock(room_id).await?;
+        let mut record = room.record;
+        events.sort_by_key(|(short, depth)| (std::cmp::Reverse(*depth), std::cmp::Reverse(*short)));
+        let mut batch = Batch::new();
+        let mut number = self.storage.backfill_last(record.short_id)?;
+        let mut frontier = std::mem::take(&mut record.backfill_from);
+        for (short, _) in &events {
+            number += 1;
+            batch.put_backfill(record.short_id, number, *short);
+            if let Some(pdu) = self.event(*short)? {
+                frontier.push(pdu.event_id.clone());
+            }
+        }
+        let mut still = Vec::new();
+        for id in frontier {
+            let Some((_, pdu)) = self.event_by_id(&id)? else { continue };
+            if !self.prev_events_without_state(&pdu)?.is_empty() && !still.contains(&id) {
+                still.push(id);
+            }
+        }
+        record.backfill_from = still;
+        batch.put_room(room_id, &record);
+        self.storage.commit(batch).await?;
+        Ok(())
+    }
+
+    /// The state before a remote event, from its prev events or from states fetched for it.
+    async fn state_before(
+        &self,
+        batch: &mut Batch,
+        room: &RoomHandle,
+        pdu: &Pdu,
+        before: StateBefore,
+    ) -> Result<StateAt> {
+        Ok(match before {
+            StateBefore::PrevEvents => self.state_before_prev_events(batch, room, pdu)?,
+            StateBefore::Given(lists) => {
+                let mut maps = Vec::with_capacity(lists.len());
+                for ids in &lists {
+                    maps.push(self.state_of_events(room, ids).await?);
+                }
+                let resolved = match maps.first() {
+                    Some(first) if maps.iter().all(|m| m == first) => first.clone(),
+                    Some(_) => self.resolve_states(room, &maps.iter().collect::<Vec<_>>())?,
+                    None => return Err(Error::bad_json("An event without prev events cannot join a room's graph")),
+                };
+                let (id, layers, state) = self.state.derive(batch, EMPTY, &resolved, None, &[])?;
+                self.state.remember(id, state.clone());
+                StateAt { id, state, layers: Some(layers) }
+            }
         })
     }
 
@@ -325,8 +400,9 @@ impl Rooms {
                 .ok_or_else(|| Error::internal(format!("prev event {prev} has no state here")))?;
             states.push(StateAt { id: after, state: self.state.full(after)?, layers: self.state.layers(after)? });
         }
+        // The create event: before it, nothing.
         let Some(first) = states.first().cloned() else {
-            return Err(Error::bad_json("An event without prev events cannot join a room's graph"));
+            return Ok(StateAt { id: EMPTY, state: Arc::default(), layers: None });
         };
         if states.iter().all(|s| s.id == first.id || s.state == first.state) {
             return Ok(first);
@@ -388,6 +464,7 @@ impl Rooms {
                     state: EMPTY,
                     extremities: Vec::new(),
                     depth: 0,
+                    backfill_from: Vec::new(),
                 };
                 (record, (Arc::default(), None))
             }
@@ -406,8 +483,12 @@ impl Rooms {
         }
         self.authorize_by_own_auth_events(&room, &join.pdu)?;
         self.authorize_against(&room, &join.pdu, &before.state)?;
-        // What we knew of the room's graph is superseded: the join is its new head.
+        // What we knew of the room's graph is superseded: the join is its new head, and older
+        // history is to be fetched from before it.
         room.record.extremities.clear();
+        if !join.pdu.prev_events.is_empty() {
+            room.record.backfill_from = vec![join.pdu.event_id.clone()];
+        }
         batch.delete_remote_invite(&join.pdu.sender, room_id);
         let staged = self.stage_at(&mut batch, &mut room, join, None, before, Placement::Timeline).await?;
         let outliers: Vec<(u64, Arc<Pdu>)> =
