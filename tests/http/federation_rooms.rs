@@ -322,3 +322,83 @@ async fn history_from_before_the_join_is_backfilled_from_the_resident_server() {
     // Back to the room's creation.
     assert_eq!(last_type, "m.room.create");
 }
+
+#[tokio::test]
+async fn declining_an_invite_to_a_room_we_are_not_in_goes_through_the_inviter() {
+    let (a, b, alice, bob, room_id, _) = two_servers().await;
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id)),
+            alice.tok(),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let since = sync(&b, &bob).await["next_batch"].as_str().unwrap().to_owned();
+    let (status, body) =
+        b.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room_id)), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+    let (_, member) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(&room_id), encode(&bob.user_id)),
+            alice.tok(),
+        )
+        .await;
+    assert_eq!(member["membership"], "leave", "{member}");
+    // Bob's client drops the invite: the room comes as left, with the leave.
+    let (_, sync) = b.get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}"), bob.tok()).await;
+    let events = &sync["rooms"]["leave"][&room_id]["timeline"]["events"];
+    assert_eq!(events[0]["content"]["membership"], "leave", "{sync}");
+    assert!(sync["rooms"]["invite"].get(&room_id).is_none(), "{sync}");
+}
+
+#[tokio::test]
+async fn a_remote_user_knocks_and_is_let_in() {
+    let a = TestServer::start_federating(&[]).await;
+    let b = TestServer::start_federating(&[]).await;
+    let alice = a.register("alice", "password").await;
+    let bob = b.register("bob", "password").await;
+    let (status, body) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.tok(),
+            json!({
+                "room_version": "10",
+                "room_alias_name": "door",
+                "name": "Knock first",
+                "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room_id = body["room_id"].as_str().unwrap().to_owned();
+    let alias = format!("#door:{}", a.server_name);
+
+    let (status, body) =
+        b.post(&format!("/_matrix/client/v3/knock/{}", encode(&alias)), bob.tok(), json!({ "reason": "hi" })).await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+    let (_, member) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(&room_id), encode(&bob.user_id)),
+            alice.tok(),
+        )
+        .await;
+    assert_eq!(member["membership"], "knock", "{member}");
+    let sync = sync(&b, &bob).await;
+    let state = &sync["rooms"]["knock"][&room_id]["knock_state"]["events"];
+    assert!(state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.name"), "{sync}");
+
+    // Alice lets him in: an invite, which bob accepts.
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id)),
+            alice.tok(),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", a.log());
+    let (status, body) = b.post(&format!("/_matrix/client/v3/join/{}", encode(&room_id)), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{body}\n{}", b.log());
+    let joined = members(&a, &alice, &room_id).await;
+    assert!(joined.get(&bob.user_id).is_some(), "{joined}");
+}

@@ -152,12 +152,14 @@ pub async fn knock(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Path(id_or_alias): Path<String>,
+    RawQuery(query): RawQuery,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    let (room_id, _) = resolve(&services, &id_or_alias).await?;
+    let (room_id, mut servers) = resolve(&services, &id_or_alias).await?;
+    servers.splice(0..0, via_servers(query.as_deref()));
     let (reason, _) = reason_and_extra(body)?;
     services.rate_limits.check(Limit::Join, session.user_id.as_str())?;
-    services.rooms.change_membership(&room_id, &session.user_id, MembershipChange::Knock { reason }).await?;
+    services.knock_room(&session.user_id, &room_id, servers, reason).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 

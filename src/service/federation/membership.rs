@@ -403,6 +403,85 @@ impl Services {
         Ok(object)
     }
 
+    /// A local user knocks on a room: a local event when a local user is in the room, through
+    /// one of `servers` (make_knock, sign, send_knock) otherwise; the room's stripped state is
+    /// shown in their sync until the knock is answered.
+    pub async fn knock_room(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        servers: Vec<OwnedServerName>,
+        reason: Option<String>,
+    ) -> Result<()> {
+        if self.rooms.room(room_id)?.is_some() && self.local_members_joined(room_id, None)? {
+            self.rooms.change_membership(room_id, user, MembershipChange::Knock { reason }).await?;
+            return Ok(());
+        }
+        let mut candidates = servers;
+        if let Some(server) = room_id.server_name() {
+            candidates.push(server.to_owned());
+        }
+        candidates.extend(self.rooms.remote_servers_in_room(room_id)?);
+        candidates.retain(|s| *s != self.config.server_name);
+        dedup(&mut candidates);
+        let mut content = Map::new();
+        if let Some(reason) = reason {
+            content.insert("reason".into(), json!(reason));
+        }
+        let mut last_error = Error::not_found("No server to knock through");
+        for server in &candidates {
+            match self.knock_through(server, user, room_id, &content).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, room = %room_id, error = %e, "knocking through a server failed");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn knock_through(
+        &self,
+        server: &ServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        content: &Map<String, Value>,
+    ) -> Result<()> {
+        let versions: Vec<String> = SUPPORTED_ROOM_VERSIONS.iter().map(|v| format!("ver={v}")).collect();
+        let path = format!(
+            "/_matrix/federation/v1/make_knock/{}/{}?{}",
+            urlencode(room_id.as_str()),
+            urlencode(user.as_str()),
+            versions.join("&")
+        );
+        let template = self.federation.client.request_json(server, Method::GET, &path, None, Signing::Signed).await?;
+        let version = template
+            .get("room_version")
+            .and_then(Value::as_str)
+            .and_then(|v| RoomVersionId::try_from(v).ok())
+            .ok_or_else(|| Error::unreachable(server, "make_knock named no room version"))?;
+        let event = template.get("event").ok_or_else(|| Error::unreachable(server, "make_knock gave no event"))?;
+        let raw = serde_json::value::to_raw_value(event).map_err(|e| Error::internal(e.to_string()))?;
+        let object = self.fill_template(&raw, room_id, user, "knock", content)?;
+        let knock = pdu::sign_new(&self.keys, self.config.server_name.as_str(), &version, object, Some(room_id))?;
+        let path = format!(
+            "/_matrix/federation/v1/send_knock/{}/{}",
+            urlencode(room_id.as_str()),
+            urlencode(knock.pdu.event_id.as_str())
+        );
+        let body = serde_json::to_value(&knock.json).map_err(|e| Error::internal(e.to_string()))?;
+        let answer =
+            self.federation.client.request_json(server, Method::PUT, &path, Some(&body), Signing::Signed).await?;
+        let mut state: Vec<Value> = answer
+            .get("knock_room_state")
+            .and_then(Value::as_array)
+            .map(|events| events.iter().filter(|e| e.is_object()).cloned().collect())
+            .unwrap_or_default();
+        state.push(stripped(&knock.pdu));
+        self.rooms.store_remote_membership(user, &version, knock, state, "knock").await
+    }
+
     /// A local user leaves a room (or declines an invite): a local event when another local user
     /// is in the room, make_leave/send_leave through a server in the room otherwise.
     pub async fn leave_room(&self, user: &UserId, room_id: &RoomId, reason: Option<String>) -> Result<()> {
@@ -418,6 +497,9 @@ impl Services {
             servers.push(pdu.sender.server_name().to_owned());
         }
         servers.extend(self.rooms.remote_servers_in_room(room_id)?);
+        if let Some(server) = room_id.server_name() {
+            servers.push(server.to_owned());
+        }
         servers.retain(|s| *s != self.config.server_name);
         dedup(&mut servers);
         if joined_here && (self.local_members_joined(room_id, Some(user))? || servers.is_empty()) {

@@ -557,6 +557,19 @@ impl Rooms {
         invite: Built,
         invite_state: Vec<Value>,
     ) -> Result<()> {
+        self.store_remote_membership(user, version, invite, invite_state, "invite").await
+    }
+
+    /// Stores a local user's invite or knock in a room we are not in, with the stripped state to
+    /// show until it is settled.
+    pub async fn store_remote_membership(
+        &self,
+        user: &UserId,
+        version: &RoomVersionId,
+        invite: Built,
+        invite_state: Vec<Value>,
+        membership: &str,
+    ) -> Result<()> {
         let room_id: OwnedRoomId = invite.pdu.room_id.clone();
         let _guard = self.locks.lock(&room_id).await;
         let mut batch = Batch::new();
@@ -567,7 +580,7 @@ impl Rooms {
         }
         let previous = self.storage.membership(user, &room_id)?;
         let record = MembershipRecord {
-            membership: "invite".into(),
+            membership: membership.into(),
             event_id: event_id.clone(),
             position: 0,
             last_join: previous.and_then(|p| p.last_join),

@@ -221,7 +221,7 @@ impl Builder<'_> {
     /// data, summary. `None` when nothing changed.
     fn joined_or_left(&self, room_id: &RoomId, membership: &MembershipRecord, until: u64) -> Result<Option<Value>> {
         let rooms = &self.services.rooms;
-        let Some(room) = rooms.room(room_id)? else { return Ok(None) };
+        let Some(room) = rooms.room(room_id)? else { return self.declined_remote_invite(membership) };
         // A room the user was not in at `since` (joined since, or left after an invite) is new to
         // the client: it gets it whole. One the user was in gets what changed, even when the user
         // has left it since (the leave is in the timeline).
@@ -511,6 +511,18 @@ impl Builder<'_> {
         }
         let invite = self.services.rooms.event_by_id(&membership.event_id)?;
         Ok(invite.is_some_and(|(_, pdu)| users.contains(pdu.sender.as_str())))
+    }
+
+    /// An invite to a room this server is not in, declined: the leave event alone, so that the
+    /// client drops the invite.
+    fn declined_remote_invite(&self, membership: &MembershipRecord) -> Result<Option<Value>> {
+        let Some(stored) = self.services.storage.event_by_id(&membership.event_id)? else { return Ok(None) };
+        let event = without_room_id(self.services.rooms.client_event(&stored, None)?);
+        Ok(Some(json!({
+            "timeline": { "events": [event], "limited": false },
+            "state": { "events": [] },
+            "account_data": { "events": [] },
+        })))
     }
 
     /// A few state events of a room one is invited to or knocks on, and one's own member event.
