@@ -23,6 +23,7 @@ mod search;
 mod server;
 mod shutdown;
 mod spaces;
+mod synapse;
 mod sync;
 mod sync_filters;
 mod user_directory;

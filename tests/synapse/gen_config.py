@@ -9,8 +9,10 @@ open registration without verification, every rc_* rate limit effectively
 off, no stats reporting, no key servers (this machine reaches no other
 homeserver), logs at WARNING to a file.
 
-Federation: `--federation-port` is the place to add a TLS federation listener
-later (see `federation_listener` below); it is not implemented yet.
+Federation: with `--federation-port`, a TLS federation listener on 127.0.0.1
+(`--tls-cert`, `--tls-key`), outbound certificates checked against
+`--federation-ca` (or not at all without it), and loopback taken out of
+`ip_range_blacklist` so that servers on 127.0.0.1 can be reached.
 """
 
 import argparse
@@ -76,11 +78,57 @@ def client_listener(port: int) -> dict:
 
 
 def federation_listener(port: int) -> dict:
-    # To do when federation tests come: a listener with `tls: true` and
-    # `resources: [{names: [federation]}]`, plus `tls_certificate_path` /
-    # `tls_private_key_path` in the main config, a CA the other server trusts
-    # (`federation_custom_ca_list`), and `federation_verify_certificates`.
-    raise SystemExit("gen_config.py: the federation listener is not implemented yet")
+    # TLS on 127.0.0.1; `federation` serves /_matrix/federation and /_matrix/key.
+    return {
+        "port": port,
+        "bind_addresses": ["127.0.0.1"],
+        "type": "http",
+        "tls": True,
+        "x_forwarded": False,
+        "resources": [{"names": ["federation"], "compress": False}],
+    }
+
+
+# Synapse's default `ip_range_blacklist` (still its name in the config) without loopback: the
+# servers it federates with in tests live on 127.0.0.1, and Synapse checks IP-literal server
+# names against this list only.
+IP_RANGE_BLOCKLIST_WITHOUT_LOOPBACK = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+]
+
+
+def federation(args) -> dict:
+    """The settings a federating test Synapse needs besides its listener."""
+    if not (args.tls_cert and args.tls_key):
+        raise SystemExit("gen_config.py: --federation-port needs --tls-cert and --tls-key")
+    cfg = {
+        "tls_certificate_path": args.tls_cert,
+        "tls_private_key_path": args.tls_key,
+        "ip_range_blacklist": IP_RANGE_BLOCKLIST_WITHOUT_LOOPBACK,
+        "allow_public_rooms_over_federation": True,
+    }
+    if args.federation_ca:
+        cfg["federation_custom_ca_list"] = [args.federation_ca]
+        cfg["federation_verify_certificates"] = True
+    else:
+        cfg["federation_verify_certificates"] = False
+    return cfg
 
 
 def database(args) -> dict:
@@ -155,6 +203,8 @@ def homeserver_config(args) -> dict:
         "bcrypt_rounds": args.bcrypt_rounds,
     }
     cfg.update(rate_limits())
+    if args.federation_port:
+        cfg.update(federation(args))
     return cfg
 
 
@@ -164,7 +214,11 @@ def main() -> None:
     p.add_argument("--server-name", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--federation-port", type=int, default=0,
-                   help="TLS federation listener (not implemented yet)")
+                   help="a TLS federation listener on this port (0: none)")
+    p.add_argument("--tls-cert", default="", help="PEM certificate of the federation listener")
+    p.add_argument("--tls-key", default="", help="PEM key of the federation listener")
+    p.add_argument("--federation-ca", default="",
+                   help="PEM CA to trust for outbound federation (none: certificates are not checked)")
     p.add_argument("--shared-secret", required=True)
     p.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     p.add_argument("--pg-port", type=int, default=5432)
