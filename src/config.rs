@@ -42,6 +42,8 @@ pub struct Config {
     pub federation: FederationConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
     /// `MYELIN_*` variables that name no setting (scripts use some, such as `MYELIN_BIN`); they
     /// are ignored and reported at start.
     #[serde(skip)]
@@ -51,7 +53,7 @@ pub struct Config {
 /// The top-level keys of [`Config`]. A variable `MYELIN_X` or `MYELIN_X__Y` whose `x` is not one
 /// of them is not meant for the server; one whose `x` is, but names no setting, is a typo and an
 /// error. A test checks this list against the struct.
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "server_name",
     "public_baseurl",
     "listen",
@@ -66,6 +68,7 @@ const TOP_LEVEL_KEYS: [&str; 15] = [
     "well_known",
     "federation",
     "log",
+    "media",
     "ignored_variables",
 ];
 
@@ -191,6 +194,8 @@ pub struct RateLimitsConfig {
     pub joins: Rate,
     /// Invites sent per user.
     pub invites: Rate,
+    /// Media uploads per user (`/upload`, `/create`).
+    pub media_uploads: Rate,
 }
 
 impl Default for RateLimitsConfig {
@@ -204,6 +209,7 @@ impl Default for RateLimitsConfig {
             messages: Rate { per_second: 1.0, burst: 20 },
             joins: Rate { per_second: 0.1, burst: 10 },
             invites: Rate { per_second: 0.02, burst: 10 },
+            media_uploads: Rate { per_second: 1.0, burst: 20 },
         }
     }
 }
@@ -354,6 +360,33 @@ impl Default for LogConfig {
     }
 }
 
+/// The media repository: uploads, downloads, thumbnails.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Directory of uploaded files and thumbnails; `None` is `<database.path>/media`.
+    pub path: Option<PathBuf>,
+    /// Largest upload accepted, in bytes (Synapse's default is 50 MiB too). Also the largest
+    /// remote file fetched.
+    pub max_upload_bytes: u64,
+    /// Images with more pixels than this are not decoded for thumbnails (a decoded pixel takes
+    /// up to 16 bytes of memory).
+    pub max_thumbnail_pixels: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { path: None, max_upload_bytes: 50 * 1024 * 1024, max_thumbnail_pixels: 32 * 1024 * 1024 }
+    }
+}
+
+impl Config {
+    /// Where media files live.
+    pub fn media_path(&self) -> PathBuf {
+        self.media.path.clone().unwrap_or_else(|| self.database.path.join("media"))
+    }
+}
+
 /// A configuration problem, worded to be printed as one line.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -496,6 +529,12 @@ impl Config {
             if let Some(bad) = list.iter().find(|range| parse_ip_range(range).is_none()) {
                 return fail(key, &format!("`{bad}` is not an address or CIDR range"));
             }
+        }
+        if self.media.max_upload_bytes == 0 {
+            return fail("media.max_upload_bytes", "must be at least 1");
+        }
+        if self.media.max_thumbnail_pixels == 0 {
+            return fail("media.max_thumbnail_pixels", "must be at least 1");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail("log.level", "not a valid filter (try `info` or `myelin=debug,info`)");

@@ -94,6 +94,10 @@ pub enum ErrorKind {
     WrongRoomKeysVersion {
         current_version: Option<String>,
     },
+    /// An async upload to a media ID that already has content (409).
+    CannotOverwriteMedia,
+    /// Media created for an async upload whose content has not come yet (504).
+    NotYetUploaded,
     /// A bad request that no more specific code describes.
     Unknown,
 }
@@ -130,6 +134,8 @@ impl ErrorKind {
             Self::IncompatibleRoomVersion { .. } => "M_INCOMPATIBLE_ROOM_VERSION",
             Self::InvalidSignature => "M_INVALID_SIGNATURE",
             Self::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
+            Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
             Self::Unknown | Self::AliasInUse => "M_UNKNOWN",
         }
     }
@@ -146,7 +152,8 @@ impl ErrorKind {
             Self::NotFound | Self::Unrecognized | Self::ThreepidNotFound => 404,
             Self::MethodNotAllowed | Self::ManagedByServer => 405,
             Self::TooLarge => 413,
-            Self::AliasInUse => 409,
+            Self::AliasInUse | Self::CannotOverwriteMedia => 409,
+            Self::NotYetUploaded => 504,
             Self::LimitExceeded { .. } => 429,
             Self::BadJson
             | Self::NotJson

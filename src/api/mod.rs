@@ -16,7 +16,7 @@ use axum::{
     http::{HeaderName, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -52,6 +52,9 @@ pub fn router(services: Arc<Services>) -> Router {
         // Older clients still use r0 paths; the endpoints are the same.
         .nest("/_matrix/client/r0", client::v3_routes())
         .nest("/_matrix/client/v1", client::v1_routes())
+        .nest("/_matrix/media/v3", client::media_routes())
+        .nest("/_matrix/media/r0", client::media_routes())
+        .route("/_matrix/media/v1/create", post(client::media::create))
         .route("/_matrix/client/versions", get(client::discovery::versions))
         .route("/_matrix/client/unstable/io.myelin.websocket/stream", get(client::websocket::stream))
         .route("/.well-known/matrix/client", get(client::discovery::well_known_client))

@@ -8,6 +8,7 @@ pub mod federation;
 pub mod filters;
 pub mod keys;
 pub mod locks;
+pub mod media;
 pub mod notifier;
 pub mod password;
 pub mod presence;
@@ -58,6 +59,8 @@ pub struct Services {
     pub device_lists: Arc<e2ee::DeviceLists>,
     /// Server-side room key backups.
     pub key_backup: e2ee::backup::KeyBackup,
+    /// The media repository.
+    pub media: media::Media,
 }
 
 impl Services {
@@ -70,6 +73,7 @@ impl Services {
         let notifier = Arc::new(notifier::Notifier::default());
         let serial = Arc::new(typing::EphemeralSerial::default());
         let device_lists = Arc::new(e2ee::DeviceLists::new(storage.clone(), notifier.clone()));
+        let media = media::Media::new(config.clone(), storage.clone(), federation.client.clone())?;
         Ok(Arc::new(Self {
             rooms: rooms::Rooms::new(
                 config.clone(),
@@ -103,6 +107,7 @@ impl Services {
             e2ee: e2ee::E2ee::new(config.server_name.clone(), storage.clone(), device_lists.clone()),
             device_lists,
             key_backup: e2ee::backup::KeyBackup::new(storage.clone()),
+            media,
             config,
             storage,
         }))

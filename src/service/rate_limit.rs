@@ -17,6 +17,7 @@ pub enum Limit {
     Message,
     Join,
     Invite,
+    MediaUpload,
 }
 
 /// Buckets above this count trigger a sweep of the full ones (which carry no information).
@@ -45,6 +46,7 @@ impl RateLimits {
                 (Limit::Message, config.messages),
                 (Limit::Join, config.joins),
                 (Limit::Invite, config.invites),
+                (Limit::MediaUpload, config.media_uploads),
             ]),
             buckets: Mutex::new(HashMap::new()),
         }

@@ -434,6 +434,16 @@ pub fn version_of(key: &[u8]) -> Result<u64, StorageError> {
     position_of_user_position(key)
 }
 
+/// `Media`: one file, local or remote.
+pub fn media(server: &str, media_id: &str) -> Vec<u8> {
+    KeyBuilder::new().str(server).str(media_id).build()
+}
+
+/// `MediaThumbnails`: one generated thumbnail of a file.
+pub fn media_thumbnail(server: &str, media_id: &str, width: u32, height: u32, method: &str) -> Vec<u8> {
+    KeyBuilder::new().str(server).str(media_id).u64(width.into()).u64(height.into()).str(method).build()
+}
+
 #[cfg(test)]
 mod tests {
     use ruma::{device_id, room_id, user_id};

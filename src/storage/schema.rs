@@ -141,6 +141,13 @@ pub enum Column {
     /// the order `/messages` reads them back. Key: short room ID `++` number (`u64`, growing
     /// into the past). Value: short event ID (`u64`).
     Backfill,
+    /// The media repository: local uploads (and async uploads still waiting for their content)
+    /// and cached remote media. Key: `server_name ++ media_id`. Value: `MediaRecord` (content
+    /// type, file name, size, uploader, created, SHA-256); the bytes are a file under `media.path`.
+    Media,
+    /// Thumbnails generated, cached. Key: `server_name ++ media_id ++ width (u64) ++ height (u64)
+    /// ++ method`. Value: `ThumbnailRecord` (content type, size); the bytes are a file.
+    MediaThumbnails,
 }
 
 /// How a column is read, which decides its RocksDB tuning.
@@ -153,7 +160,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 44] = [
+    pub const ALL: [Column; 46] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -198,6 +205,8 @@ impl Column {
         Column::BackupVersions,
         Column::BackupKeys,
         Column::Backfill,
+        Column::Media,
+        Column::MediaThumbnails,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -247,6 +256,8 @@ impl Column {
             Column::BackupVersions => "backup_versions",
             Column::BackupKeys => "backup_keys",
             Column::Backfill => "backfill",
+            Column::Media => "media",
+            Column::MediaThumbnails => "media_thumbnails",
         }
     }
 
@@ -268,7 +279,9 @@ impl Column {
             | Column::Filters
             | Column::FederationTransactions
             | Column::RemoteInvites
-            | Column::DeviceListLatest => Access::Point,
+            | Column::DeviceListLatest
+            | Column::Media
+            | Column::MediaThumbnails => Access::Point,
             Column::Devices
             | Column::DeviceLastSeen
             | Column::Profiles

@@ -14,6 +14,7 @@ mod federation_sending;
 mod history;
 mod keys;
 mod login;
+mod media;
 mod profile;
 mod push_rules;
 mod registration;

@@ -8,6 +8,7 @@ pub mod discovery;
 mod ephemeral;
 mod history;
 mod keys;
+pub mod media;
 mod profile;
 mod push_rules;
 mod register;
@@ -162,4 +163,20 @@ pub fn v1_routes() -> Router<Arc<Services>> {
         .route("/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}", get(relations::relations))
         .route("/rooms/{room_id}/threads", get(relations::threads))
         .route("/rooms/{room_id}/hierarchy", get(spaces::hierarchy))
+        .route("/media/config", get(media::config))
+        .route("/media/download/{server_name}/{media_id}", get(media::download))
+        .route("/media/download/{server_name}/{media_id}/{file_name}", get(media::download_named))
+        .route("/media/thumbnail/{server_name}/{media_id}", get(media::thumbnail))
+}
+
+/// The deprecated media endpoints under `/_matrix/media/v3` (and `r0`): uploads, which have no
+/// successor yet, and unauthenticated downloads.
+pub fn media_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/upload", post(media::upload))
+        .route("/upload/{server_name}/{media_id}", put(media::upload_async))
+        .route("/config", get(media::config))
+        .route("/download/{server_name}/{media_id}", get(media::download_legacy))
+        .route("/download/{server_name}/{media_id}/{file_name}", get(media::download_legacy_named))
+        .route("/thumbnail/{server_name}/{media_id}", get(media::thumbnail_legacy))
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod directory;
 mod events;
 mod keys;
+mod media;
 mod membership;
 mod query;
 mod transactions;
@@ -28,6 +29,8 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/_matrix/key/v2/query", post(keys::query_batch))
         .route("/_matrix/key/v2/query/{server_name}", get(keys::query_one))
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
+        .route("/_matrix/federation/v1/media/download/{media_id}", get(media::download))
+        .route("/_matrix/federation/v1/media/thumbnail/{media_id}", get(media::thumbnail))
         .route("/_matrix/federation/v1/query/directory", get(directory::query_directory))
         .route(
             "/_matrix/federation/v1/publicRooms",

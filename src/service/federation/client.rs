@@ -335,6 +335,30 @@ impl FederationClient {
             .map_err(|e| remote_error(destination, format!("answer is not JSON: {e}"), Some(status.as_u16()), &[]))
     }
 
+    /// Sends a GET to `path_and_query` and returns the answer's headers and raw body, at most
+    /// `limit` bytes (media). An error answer is [`Error::Remote`].
+    pub async fn get_bytes(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+        signing: Signing,
+        limit: usize,
+    ) -> Result<(http::HeaderMap, Vec<u8>)> {
+        let target = self.discovery.resolve(destination).await;
+        let request = http::Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path_and_query}", target.base_url()))
+            .body(Vec::new())
+            .map_err(|e| Error::internal(format!("bad request to {destination}: {e}")))?;
+        let response = self.execute_limited(destination, &target, request, signing, limit).await?;
+        let status = response.status();
+        let (parts, body) = response.into_parts();
+        if !status.is_success() {
+            return Err(remote_error(destination, format!("status {status}"), Some(status.as_u16()), &body));
+        }
+        Ok((parts.headers, body))
+    }
+
     /// Adds the X-Matrix `Authorization` header: our signature over the method, the URI's path and
     /// query, origin, destination and the JSON body.
     pub fn sign(&self, destination: &ServerName, request: &mut http::Request<Vec<u8>>) -> Result<()> {
@@ -350,8 +374,19 @@ impl FederationClient {
         &self,
         destination: &ServerName,
         target: &super::discovery::Destination,
+        request: http::Request<Vec<u8>>,
+        signing: Signing,
+    ) -> Result<http::Response<Vec<u8>>> {
+        self.execute_limited(destination, target, request, signing, MAX_RESPONSE_BYTES).await
+    }
+
+    async fn execute_limited(
+        &self,
+        destination: &ServerName,
+        target: &super::discovery::Destination,
         mut request: http::Request<Vec<u8>>,
         signing: Signing,
+        limit: usize,
     ) -> Result<http::Response<Vec<u8>>> {
         if let Some(ip) = ip_literal(&target.host)
             && !self.ranges.is_allowed(ip)
@@ -373,7 +408,7 @@ impl FederationClient {
         })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = read_limited(response, MAX_RESPONSE_BYTES).await.map_err(|e| Error::unreachable(destination, e))?;
+        let body = read_limited(response, limit).await.map_err(|e| Error::unreachable(destination, e))?;
         let mut answer = http::Response::new(body);
         *answer.status_mut() = status;
         *answer.headers_mut() = headers;
