@@ -112,6 +112,9 @@ async fn upload_and_download_with_type_and_name() {
         assert!(reply.header("content-security-policy").starts_with("sandbox; default-src 'none'"));
         assert_eq!(reply.header("cross-origin-resource-policy"), "cross-origin");
     }
+    // A trailing slash (matrix-nio sends one) is no file name.
+    let reply = get(&server, &format!("/_matrix/client/v1/media/download/{origin}/{id}/"), alice.tok()).await;
+    assert_eq!((reply.status.as_u16(), reply.body.as_slice()), (200, &b"hello media"[..]));
     // A name in the path replaces the stored one.
     let reply = get(&server, &format!("/_matrix/client/v1/media/download/{origin}/{id}/other.txt"), alice.tok()).await;
     assert_eq!(reply.header("content-disposition"), "inline; filename=\"other.txt\"");

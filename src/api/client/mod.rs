@@ -165,6 +165,8 @@ pub fn v1_routes() -> Router<Arc<Services>> {
         .route("/rooms/{room_id}/hierarchy", get(spaces::hierarchy))
         .route("/media/config", get(media::config))
         .route("/media/download/{server_name}/{media_id}", get(media::download))
+        // matrix-nio asks with a trailing slash when it gives no file name (Synapse accepts it).
+        .route("/media/download/{server_name}/{media_id}/", get(media::download))
         .route("/media/download/{server_name}/{media_id}/{file_name}", get(media::download_named))
         .route("/media/thumbnail/{server_name}/{media_id}", get(media::thumbnail))
 }
@@ -177,6 +179,7 @@ pub fn media_routes() -> Router<Arc<Services>> {
         .route("/upload/{server_name}/{media_id}", put(media::upload_async))
         .route("/config", get(media::config))
         .route("/download/{server_name}/{media_id}", get(media::download_legacy))
+        .route("/download/{server_name}/{media_id}/", get(media::download_legacy))
         .route("/download/{server_name}/{media_id}/{file_name}", get(media::download_legacy_named))
         .route("/thumbnail/{server_name}/{media_id}", get(media::thumbnail_legacy))
 }
