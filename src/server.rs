@@ -40,6 +40,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     println!("myelin: listening on http://{address}");
 
     tokio::spawn(Services::run_presence_sweeps(Arc::downgrade(&services)));
+    tokio::spawn(Services::run_device_list_updates(Arc::downgrade(&services)));
     if let Err(e) = services.federation.sender.resume() {
         tracing::error!(error = %e, "cannot read the outbound federation queues");
     }

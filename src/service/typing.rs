@@ -69,21 +69,22 @@ impl Typing {
         until
     }
 
-    /// Drops typing that has run out; says whether anything changed.
-    pub fn expire(&self, room: &RoomId) -> bool {
+    /// Drops typing that has run out; returns who stopped (for clients and other servers to
+    /// hear of it).
+    pub fn expire(&self, room: &RoomId) -> Vec<OwnedUserId> {
         let mut rooms = self.rooms.lock().expect("typing lock");
-        let Some(entry) = rooms.get_mut(room) else { return false };
+        let Some(entry) = rooms.get_mut(room) else { return Vec::new() };
         let now = Instant::now();
-        let before = entry.until.len();
+        let expired: Vec<OwnedUserId> =
+            entry.until.iter().filter(|(_, until)| **until <= now).map(|(user, _)| user.clone()).collect();
         entry.until.retain(|_, until| *until > now);
-        let changed = entry.until.len() != before;
-        if changed {
+        if !expired.is_empty() {
             entry.serial = self.serial.next();
         }
-        if entry.until.is_empty() && !changed {
+        if entry.until.is_empty() && expired.is_empty() {
             rooms.remove(room);
         }
-        changed
+        expired
     }
 
     /// Who is typing in a room, and the serial of the last change.
@@ -122,6 +123,6 @@ mod tests {
         typing.set(room, user_id!("@b:x"), true, Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
         assert!(typing.in_room(room).0.is_empty(), "ran out");
-        assert!(typing.expire(room), "expiring is a change clients must hear of");
+        assert!(!typing.expire(room).is_empty(), "expiring is a change clients must hear of");
     }
 }

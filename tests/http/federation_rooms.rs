@@ -112,21 +112,22 @@ async fn a_remote_user_joins_by_alias_and_messages_flow_both_ways() {
     })
     .await;
 
-    // Several each way, in order.
-    for i in 0..5 {
+    // Twenty each way, interleaved, each side's in order.
+    for i in 0..20 {
         send_text(&a, &alice, &room_id, &format!("a{i}")).await;
         send_text(&b, &bob, &room_id, &format!("b{i}")).await;
     }
+    let numbered = |seen: &[String], prefix: char| -> Vec<String> {
+        seen.iter().filter(|m| m.starts_with(prefix) && m[1..].parse::<u32>().is_ok()).cloned().collect()
+    };
     for (server, user) in [(&a, &alice), (&b, &bob)] {
         let seen = eventually("every message on both servers", || async {
             let seen = messages(server, user, &room_id).await;
-            (seen.iter().filter(|m| m.len() == 2).count() == 10).then_some(seen)
+            (numbered(&seen, 'a').len() + numbered(&seen, 'b').len() == 40).then_some(seen)
         })
         .await;
-        let ours: Vec<&String> = seen.iter().filter(|m| m.starts_with('a') && m.len() == 2).collect();
-        let theirs: Vec<&String> = seen.iter().filter(|m| m.starts_with('b') && m.len() == 2).collect();
-        assert_eq!(ours, ["a0", "a1", "a2", "a3", "a4"]);
-        assert_eq!(theirs, ["b0", "b1", "b2", "b3", "b4"]);
+        assert_eq!(numbered(&seen, 'a'), (0..20).map(|i| format!("a{i}")).collect::<Vec<_>>());
+        assert_eq!(numbered(&seen, 'b'), (0..20).map(|i| format!("b{i}")).collect::<Vec<_>>());
     }
 }
 
@@ -239,19 +240,18 @@ async fn typing_receipts_and_presence_cross_over() {
 
     // Alice types on A: bob sees it on B.
     let path = format!("/_matrix/client/v3/rooms/{}/typing/{}", encode(&room_id), encode(&alice.user_id));
-    let (status, _) = a.put(&path, alice.tok(), json!({ "typing": true, "timeout": 30000 })).await;
+    let (status, _) = a.put(&path, alice.tok(), json!({ "typing": true, "timeout": 2000 })).await;
     assert_eq!(status, 200);
-    eventually("alice typing on B", || async {
+    let typing_on_b = || async {
         let sync = sync(&b, &bob).await;
         let ephemeral = sync["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
-        ephemeral
-            .iter()
-            .any(|e| {
-                e["type"] == "m.typing" && e["content"]["user_ids"].as_array().unwrap().contains(&json!(alice.user_id))
-            })
-            .then_some(())
-    })
-    .await;
+        ephemeral.iter().any(|e| {
+            e["type"] == "m.typing" && e["content"]["user_ids"].as_array().unwrap().contains(&json!(alice.user_id))
+        })
+    };
+    eventually("alice typing on B", || async { typing_on_b().await.then_some(()) }).await;
+    // It runs out on A, which tells B (B alone would keep a remote user typing for a minute).
+    eventually("alice's typing to stop on B", || async { (!typing_on_b().await).then_some(()) }).await;
 
     // Bob reads on B: alice sees the receipt on A.
     let path = format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", encode(&room_id), encode(&event_id));
@@ -284,9 +284,36 @@ async fn typing_receipts_and_presence_cross_over() {
 }
 
 #[tokio::test]
+async fn a_server_that_joins_hears_the_presence_of_those_already_there() {
+    let (a, b, alice, bob, _, alias) = two_servers().await;
+    // Each says something before they share a room: nobody else is told then.
+    let path = format!("/_matrix/client/v3/presence/{}/status", encode(&alice.user_id));
+    let (status, _) = a.put(&path, alice.tok(), json!({ "presence": "online", "status_msg": "alice here" })).await;
+    assert_eq!(status, 200);
+    let path = format!("/_matrix/client/v3/presence/{}/status", encode(&bob.user_id));
+    let (status, _) = b.put(&path, bob.tok(), json!({ "presence": "online", "status_msg": "bob here" })).await;
+    assert_eq!(status, 200);
+    join_by_alias(&b, &bob, &alias).await;
+    let sees = |server: &'static str, who: String, text: &'static str| {
+        let (server, user) = if server == "a" { (&a, &alice) } else { (&b, &bob) };
+        async move {
+            let sync = sync(server, user).await;
+            sync["presence"]["events"]
+                .as_array()
+                .is_some_and(|events| {
+                    events.iter().any(|e| e["sender"] == who.as_str() && e["content"]["status_msg"] == text)
+                })
+                .then_some(())
+        }
+    };
+    eventually("alice's presence on B", || sees("b", alice.user_id.clone(), "alice here")).await;
+    eventually("bob's presence on A", || sees("a", bob.user_id.clone(), "bob here")).await;
+}
+
+#[tokio::test]
 async fn history_from_before_the_join_is_backfilled_from_the_resident_server() {
     let (a, b, alice, bob, room_id, alias) = two_servers().await;
-    let count = 150;
+    let count = 200;
     for i in 0..count {
         send_text(&a, &alice, &room_id, &format!("old {i}")).await;
     }

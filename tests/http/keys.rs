@@ -1,7 +1,8 @@
 //! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim` (one-time keys in
 //! upload order, then the fallback key), `/keys/changes`, cross-signing keys and signatures, the
 //! sync's `device_lists`, one-time key counts and unused fallback key types (with the wake-up of a
-//! parked sync), device deletion, restarts, and key backups. Keys are real ed25519 keys signed with
+//! parked sync), device deletion, restarts, key backups, and keys of users of another server (asked
+//! through it; their changes told by `m.device_list_update`). Keys are real ed25519 keys signed with
 //! ruma, as a client signs them.
 
 use std::time::{Duration, Instant};
@@ -393,6 +394,65 @@ async fn device_lists_follow_keys_joins_leaves_and_deletions() {
     assert_eq!(step(&server).await, (vec![bob.user_id.clone()], vec![]));
     leave(&server, &alice, &room).await;
     assert_eq!(step(&server).await, (vec![], vec![bob.user_id.clone(), carol.user_id.clone()]));
+}
+
+#[tokio::test]
+async fn keys_of_another_servers_users_come_from_it_and_their_changes_cross_over() {
+    let a = TestServer::start_federating(&[]).await;
+    let b = TestServer::start_federating(&[]).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let body = json!({ "preset": "public_chat", "room_alias_name": "lobby" });
+    let (status, reply) = a.post(&format!("{V3}/createRoom"), alice.tok(), body).await;
+    assert_eq!(status, 200, "{reply}");
+    let alias = format!("#lobby:{}", a.server_name);
+    let (status, reply) = b.post(&format!("{V3}/join/{}", enc(&alias)), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{reply}");
+    let bob_laptop = Device::new(&bob);
+    bob_laptop.publish(&b, 2).await;
+    let since = sync_token(&a, &alice).await;
+
+    // Queried through B, exactly as uploaded; a server that cannot be reached is a failure.
+    let unreachable = "@nobody:127.0.0.1:1";
+    let keys = query(&a, &alice, json!({ &bob.user_id: [], unreachable: [] })).await;
+    let ed25519 = &keys["device_keys"][&bob.user_id][&bob.device_id]["keys"][format!("ed25519:{}", bob.device_id)];
+    assert_eq!(ed25519, &json!(bob_laptop.key.public), "{keys}");
+    assert!(keys["failures"]["127.0.0.1:1"].is_object(), "{keys}");
+    assert!(keys["failures"].get(&b.server_name).is_none(), "{keys}");
+    // Claimed through B: one one-time key, then the other.
+    let ask = json!({ &bob.user_id: { &bob.device_id: "signed_curve25519" } });
+    let first = claim(&a, &alice, ask.clone()).await;
+    let second = claim(&a, &alice, ask).await;
+    let key_ids = |reply: &Value| -> Vec<String> {
+        reply["one_time_keys"][&bob.user_id][&bob.device_id]
+            .as_object()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (key_ids(&first), key_ids(&second)),
+        (vec!["signed_curve25519:A0".to_owned()], vec!["signed_curve25519:A1".to_owned()]),
+        "{first}"
+    );
+
+    // Bob's new device: B tells A (m.device_list_update), alice's sync says bob changed, and a
+    // new query shows both devices.
+    let bob_phone = b.login("bob", "pw").await;
+    Device::new(&bob_phone).publish(&b, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = sync(&a, &alice, &[("since", &since), ("timeout", "1000")]).await;
+        if changed(&reply).contains(&bob.user_id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob's device change never reached alice\nB: {}", b.log());
+    }
+    let keys = query(&a, &alice, json!({ &bob.user_id: [] })).await;
+    let mut devices: Vec<&String> = keys["device_keys"][&bob.user_id].as_object().unwrap().keys().collect();
+    devices.sort();
+    let mut expected = vec![&bob.device_id, &bob_phone.device_id];
+    expected.sort();
+    assert_eq!(devices, expected);
 }
 
 #[tokio::test]

@@ -55,10 +55,14 @@ pub fn set_typing(
         let (services, room_id) = (Arc::downgrade(services), room_id.to_owned());
         tokio::spawn(async move {
             tokio::time::sleep_until(until.into()).await;
-            if let Some(services) = services.upgrade()
-                && services.typing.expire(&room_id)
-            {
+            let Some(services) = services.upgrade() else { return };
+            let stopped = services.typing.expire(&room_id);
+            if !stopped.is_empty() {
                 services.rooms.notify_members(&room_id, std::iter::empty());
+            }
+            // Other servers hear of the stop too: theirs would show the user typing for a minute.
+            for user in stopped {
+                services.federate_typing(&room_id, &user, false);
             }
         });
     }

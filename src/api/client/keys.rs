@@ -15,6 +15,7 @@ use crate::{
     service::{
         Services,
         e2ee::{CrossSigningUpload, KeysUpload},
+        federation::devices::DEFAULT_TIMEOUT,
         sync::SyncToken,
     },
 };
@@ -47,6 +48,13 @@ pub async fn upload(
 pub struct QueryBody {
     /// A list of devices per user (empty for all): an object in its place is `M_BAD_JSON`.
     device_keys: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    /// How long to wait for other servers, in milliseconds.
+    timeout: Option<u64>,
+}
+
+/// The client's `timeout` for other servers' answers (at most a minute).
+fn remote_timeout(timeout: Option<u64>) -> std::time::Duration {
+    timeout.map_or(DEFAULT_TIMEOUT, |ms| std::time::Duration::from_millis(ms.min(60_000)))
 }
 
 pub async fn query(
@@ -54,12 +62,13 @@ pub async fn query(
     GuestAuth(session): GuestAuth,
     extract::Json(body): extract::Json<QueryBody>,
 ) -> Result<Json<Value>> {
-    Ok(Json(services.e2ee.query(Some(&session.user_id), &body.device_keys)?))
+    Ok(Json(services.query_keys(&session.user_id, &body.device_keys, remote_timeout(body.timeout)).await?))
 }
 
 #[derive(Deserialize)]
 pub struct ClaimBody {
     one_time_keys: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
+    timeout: Option<u64>,
 }
 
 pub async fn claim(
@@ -67,7 +76,7 @@ pub async fn claim(
     GuestAuth(_session): GuestAuth,
     extract::Json(body): extract::Json<ClaimBody>,
 ) -> Result<Json<Value>> {
-    Ok(Json(services.e2ee.claim(&body.one_time_keys).await?))
+    Ok(Json(services.claim_keys(&body.one_time_keys, remote_timeout(body.timeout)).await?))
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 //! endpoints and `/version` need no authentication.
 
 pub mod auth;
+mod devices;
 mod directory;
 mod events;
 mod keys;
@@ -53,4 +54,7 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", put(membership::send_knock))
         .route("/_matrix/federation/v1/invite/{room_id}/{event_id}", put(membership::invite_v1))
         .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", put(membership::invite_v2))
+        .route("/_matrix/federation/v1/user/keys/query", post(devices::query))
+        .route("/_matrix/federation/v1/user/keys/claim", post(devices::claim))
+        .route("/_matrix/federation/v1/user/devices/{user_id}", get(devices::user_devices))
 }

@@ -11,7 +11,7 @@
 //! users who no longer share any room.
 //!
 //! Federation: [`DeviceLists::subscribe`] and [`DeviceLists::local_changes`] are the hook for the
-//! sender of `m.device_list_update` EDUs (see `federation::edus`): wait for the position to move,
+//! sender of `m.device_list_update` EDUs (`federation::devices`): wait for the position to move,
 //! read the public changes after the last one sent (a user's newer change replaces their older
 //! entry, so a remote server may see only the latest device and resync the rest), and queue an EDU
 //! per change with its position as `stream_id`.

@@ -6,21 +6,19 @@
 //!   queued in the receipt's own batch (`Rooms::set_receipt`);
 //! - to-device messages for users of other servers (`m.direct_to_device`), one EDU per server,
 //!   queued in the messages' own batch (`ToDevice::send`);
-//! - device-list updates (`m.device_list_update`): the hook end-to-end encryption will call.
+//! - device-list updates (`m.device_list_update`, `m.signing_key_update`): see `devices`.
 
 use std::collections::BTreeMap;
 
 use ruma::{
-    EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedUserId, RoomId, UInt, UserId,
-    api::federation::transactions::edu::{
-        DeviceListUpdateContent, Edu, PresenceUpdate, ReceiptContent, ReceiptData, ReceiptMap,
-    },
+    EventId, MilliSecondsSinceUnixEpoch, OwnedUserId, RoomId, ServerName, UInt, UserId,
+    api::federation::transactions::edu::{Edu, PresenceUpdate, ReceiptContent, ReceiptData, ReceiptMap},
     events::receipt::{Receipt, ReceiptThread},
     presence::PresenceState,
 };
 use serde_json::Value;
 
-use crate::{error::Result, service::Services, storage::Batch};
+use crate::service::Services;
 
 impl Services {
     /// Tells the other servers in a room that a local user started or stopped typing.
@@ -52,28 +50,30 @@ impl Services {
         }
     }
 
-    /// Tells the servers sharing a room with a local user that one of their devices changed.
-    /// For end-to-end encryption, which will call it (with its own stream IDs) once device keys
-    /// exist; nothing calls it yet.
-    pub async fn federate_device_list_update(
-        &self,
-        user: &UserId,
-        device_id: OwnedDeviceId,
-        stream_id: u64,
-        deleted: bool,
-    ) -> Result<()> {
-        let servers = self.rooms.remote_servers_sharing_rooms(user)?;
-        if servers.is_empty() {
-            return Ok(());
+    /// Tells a server that just joined a room the presence of the room's local members (their
+    /// changes reach it from now on; this is what it missed).
+    pub fn federate_presence_to(&self, room_id: &RoomId, server: &ServerName) {
+        if server == self.config.server_name || !self.config.presence.enabled {
+            return;
         }
-        let mut content = DeviceListUpdateContent::new(user.to_owned(), device_id, UInt::new_saturating(stream_id));
-        content.deleted = deleted.then_some(true);
-        let mut batch = Batch::new();
-        let sender = &self.federation.sender;
-        let queued = sender.queue_edu(&mut batch, servers.iter().map(|s| &**s), &Edu::DeviceListUpdate(content))?;
-        self.storage.commit(batch).await?;
-        sender.wake(&queued);
-        Ok(())
+        let members = match self.storage.room(room_id) {
+            Ok(Some(room)) => self.storage.members(room.short_id).unwrap_or_default(),
+            _ => return,
+        };
+        for (user, membership) in members {
+            if membership != "join" || user.server_name() != self.config.server_name {
+                continue;
+            }
+            let content = self.presence.content(&user);
+            // Nothing to tell of a user who never showed up.
+            if content.get("presence").and_then(Value::as_str) == Some("offline") && content.get("status_msg").is_none()
+            {
+                continue;
+            }
+            if let Some(update) = presence_update(&user, &content) {
+                self.federation.sender.queue_presence([server], &update);
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UInt,
+    UserId,
     api::federation::{
         authorization::get_event_authorization, event::get_event, event::get_missing_events, event::get_room_state_ids,
     },
@@ -186,9 +187,13 @@ impl Services {
         } else {
             StateBefore::Given(self.fetch_state_before(origin, version, &built.pdu).await?)
         };
+        let joining = joined_server(&built.pdu);
         match self.rooms.accept_remote(built, before, None).await? {
             Accepted::Timeline(appended) => {
                 tracing::debug!(%origin, room = %room_id, event = %event_id, position = appended.position, "accepted a remote event");
+                if let Some(server) = joining {
+                    self.federate_presence_to(&room_id, &server);
+                }
                 Ok(())
             }
             Accepted::SoftFailed | Accepted::Known => Ok(()),
@@ -353,3 +358,12 @@ impl Services {
 
 #[cfg(test)]
 mod tests;
+
+/// The server of the user a membership event joins, when it is one.
+pub(super) fn joined_server(pdu: &Pdu) -> Option<OwnedServerName> {
+    if pdu.kind.to_string() != "m.room.member" || pdu.content_str("membership").as_deref() != Some("join") {
+        return None;
+    }
+    let user = UserId::parse(pdu.state_key.as_deref()?).ok()?;
+    Some(user.server_name().to_owned())
+}

@@ -136,6 +136,7 @@ impl Services {
         }
         let signed = built.json.clone();
         match self.rooms.accept_remote(built, StateBefore::PrevEvents, Some(origin)).await? {
+            Accepted::Timeline(_) if kind == Remote::Join => self.federate_presence_to(room_id, origin),
             Accepted::Timeline(_) | Accepted::Known => {}
             Accepted::SoftFailed => {
                 return Err(Error::forbidden("The event is not allowed by the room's current state"));
@@ -303,7 +304,11 @@ impl Services {
         let mut last_error = Error::not_found("No server to join the room through");
         for server in &candidates {
             match self.join_through(server, user, room_id, &content).await {
-                Ok(appended) => return Ok(appended),
+                Ok(appended) => {
+                    // The room's servers learn our user's presence, as they would on any change.
+                    self.federate_presence(user);
+                    return Ok(appended);
+                }
                 Err(e) => {
                     tracing::info!(%server, room = %room_id, error = %e, "joining through a server failed");
                     last_error = e;

@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod backfill;
 pub mod client;
+pub mod devices;
 pub mod discovery;
 pub mod edus;
 pub mod inbound;

@@ -299,6 +299,24 @@ impl Sender {
         Ok(queued)
     }
 
+    /// [`queue_edu`](Self::queue_edu) for an EDU as JSON (`{"edu_type", "content"}`), for the
+    /// types ruma's `Edu` does not carry as we send them.
+    pub fn queue_raw_edu<'a>(
+        &self,
+        batch: &mut Batch,
+        destinations: impl IntoIterator<Item = &'a ServerName>,
+        edu: &serde_json::Value,
+    ) -> Result<Queued> {
+        let edu = serde_json::value::to_raw_value(edu).map_err(|e| Error::internal(format!("EDU: {e}")))?;
+        let mut queued = Queued::default();
+        for destination in destinations.into_iter().filter(|d| *d != self.inner.server_name) {
+            let number = self.inner.storage.allocate(batch, Sequence::Outbound);
+            batch.queue_outbound_edu(destination.as_str(), number, &edu);
+            queued.edus.push((destination.to_owned(), number));
+        }
+        Ok(queued)
+    }
+
     /// Tells the destinations' tasks what was committed to their queues, starting those that
     /// are not running. Call it after the commit, never before.
     pub fn wake(&self, queued: &Queued) {

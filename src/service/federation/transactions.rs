@@ -85,6 +85,7 @@ impl Services {
                 Ok(())
             }
             "m.direct_to_device" => self.receive_to_device(origin, &content).await,
+            "m.device_list_update" | "m.signing_key_update" => self.receive_device_list_update(origin, &content).await,
             _ => Ok(()),
         }
     }
@@ -119,7 +120,7 @@ impl Services {
             tokio::spawn(async move {
                 tokio::time::sleep_until(until.into()).await;
                 if let Some(services) = services.upgrade()
-                    && services.typing.expire(&room_id)
+                    && !services.typing.expire(&room_id).is_empty()
                 {
                     services.rooms.notify_members(&room_id, std::iter::empty());
                 }
