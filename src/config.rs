@@ -277,6 +277,9 @@ pub struct FederationConfig {
     pub retry_min_ms: u64,
     /// The longest wait between two tries of a transaction, in seconds.
     pub retry_max_secs: u64,
+    /// After failing this long, a destination's queues are trimmed at each failed try (the latest
+    /// event of each room and the newest EDUs stay), so they stay bounded while it is down.
+    pub catch_up_after_secs: u64,
 }
 
 /// Addresses that are not on the public internet, as in Synapse's `ip_range_blacklist` (plus
@@ -318,6 +321,7 @@ impl Default for FederationConfig {
             ip_range_allowlist: Vec::new(),
             retry_min_ms: 5_000,
             retry_max_secs: 3_600,
+            catch_up_after_secs: 3_600,
         }
     }
 }

@@ -54,7 +54,7 @@ impl Federation {
             storage.clone(),
             client.clone(),
             config.server_name.clone(),
-            sender::Backoff { min, max },
+            sender::Backoff { min, max, catch_up_after: std::time::Duration::from_secs(fed.catch_up_after_secs) },
         ));
         let keys = Arc::new(keys::RemoteKeys::new(
             storage,

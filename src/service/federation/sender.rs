@@ -18,6 +18,16 @@
 //! `retry_max_secs`; a success resets the wait. A request from the destination
 //! ([`Sender::destination_alive`], called by the X-Matrix extractor) ends the wait at once.
 //!
+//! **Servers down for long.** A destination that has failed for `catch_up_after_secs` (an hour by
+//! default) has its queues trimmed at each further failure, so
+//! that a server gone for days does not grow them without bound: of its PDUs only the latest of
+//! each room stays (as Synapse's "catch-up" mode: the receiver fetches what it lacks before that
+//! event with `/get_missing_events`, and older history with `/backfill`), and of its EDUs only the
+//! newest [`MAX_EDUS_KEPT`] (receipts are superseded by later ones, device lists are refetched by
+//! a receiver that sees a gap; older to-device messages are lost, as they would be to a device
+//! that stays offline). In-memory typing and presence for it are dropped. Between two trims a
+//! queue grows by at most what the room traffic of one backoff interval (`retry_max_secs`) adds.
+//!
 //! **Restarts.** Nothing is polled: tasks wait on a `Notify` or a timer. At start,
 //! [`Sender::resume`] wakes every destination with something queued. At shutdown,
 //! [`Sender::shutdown`] stops the tasks (a transaction in flight is abandoned and sent again after
@@ -56,6 +66,9 @@ use crate::{
 pub const MAX_PDUS: usize = 50;
 /// Most EDUs in one transaction (the spec's limit).
 pub const MAX_EDUS: usize = 100;
+
+/// EDUs a trim keeps for a destination (the newest).
+pub const MAX_EDUS_KEPT: usize = 1_000;
 
 /// A transaction for one destination. Its ID and content stay the same across retries.
 #[derive(Debug)]
@@ -100,11 +113,13 @@ impl Transport for FederationClient {
     }
 }
 
-/// The wait before retrying: `min` after the first failure, doubling, at most `max`.
+/// The wait before retrying: `min` after the first failure, doubling, at most `max`; and how long
+/// a destination fails before its queues are trimmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     pub min: Duration,
     pub max: Duration,
+    pub catch_up_after: Duration,
 }
 
 impl Backoff {
@@ -432,6 +447,7 @@ impl Inner {
     async fn run(self: Arc<Self>, destination: OwnedServerName) {
         let mut stop = self.stop.subscribe();
         let mut failures = 0u32;
+        let mut down_since: Option<std::time::Instant> = None;
         let mut pending: Option<Transaction> = None;
         loop {
             if *stop.borrow() {
@@ -477,6 +493,7 @@ impl Inner {
                         return;
                     }
                     failures = 0;
+                    down_since = None;
                 }
                 Err(e) => {
                     failures += 1;
@@ -488,7 +505,15 @@ impl Inner {
                         error = %e,
                         "transaction failed"
                     );
-                    pending = Some(transaction);
+                    let down_since = *down_since.get_or_insert_with(std::time::Instant::now);
+                    if down_since.elapsed() >= self.backoff.catch_up_after {
+                        // The entries it carries may go: the next one is built from what stays.
+                        if let Err(e) = self.trim(&destination) {
+                            tracing::warn!(%destination, error = %e, "cannot trim the outbound queues");
+                        }
+                    } else {
+                        pending = Some(transaction);
+                    }
                     if !self.back_off(&destination, failures, &mut stop).await {
                         return;
                     }
@@ -547,6 +572,42 @@ impl Inner {
         let state = destinations.get_mut(destination).expect("a running task has its entry");
         state.pdus.delivered(transaction.pdu_numbers.last().copied());
         state.edus.delivered(transaction.edu_numbers.last().copied());
+        Ok(())
+    }
+
+    /// Trims the queues of a destination that is down for long (see the module's documentation):
+    /// the latest PDU of each room and the newest EDUs stay.
+    fn trim(&self, destination: &ServerName) -> Result<()> {
+        let pdus = self.storage.outbound_pdus(destination.as_str(), 0, usize::MAX)?;
+        let mut rooms = Vec::with_capacity(pdus.len());
+        let mut latest: HashMap<OwnedRoomId, u64> = HashMap::new();
+        for queued in &pdus {
+            let room = self.storage.event(queued.short_event)?.map(|event| event.room_id);
+            if let Some(room) = &room {
+                latest.insert(room.clone(), queued.number);
+            }
+            rooms.push(room);
+        }
+        let mut batch = Batch::new();
+        let mut dropped_pdus = 0;
+        for (queued, room) in pdus.iter().zip(rooms) {
+            if room.is_none_or(|room| latest.get(&room) != Some(&queued.number)) {
+                batch.dequeue_outbound_pdu(destination.as_str(), queued.number);
+                dropped_pdus += 1;
+            }
+        }
+        let edus = self.storage.outbound_edus(destination.as_str(), 0, usize::MAX)?;
+        let dropped_edus = edus.len().saturating_sub(MAX_EDUS_KEPT);
+        for queued in &edus[..dropped_edus] {
+            batch.dequeue_outbound_edu(destination.as_str(), queued.number);
+        }
+        if let Some(state) = self.destinations.lock().expect("sender lock").get_mut(destination) {
+            state.ephemeral = Ephemeral::default();
+        }
+        if dropped_pdus + dropped_edus > 0 {
+            self.storage.commit_relaxed(batch)?;
+            tracing::info!(%destination, dropped_pdus, dropped_edus, "down for long: trimmed its queues");
+        }
         Ok(())
     }
 

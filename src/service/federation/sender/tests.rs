@@ -182,7 +182,11 @@ fn fake_sender(services: &Services, fake: &Arc<Fake>, backoff: Backoff) -> Sende
     Sender::new(services.storage.clone(), fake.clone(), services.config.server_name.clone(), backoff)
 }
 
-const FAST: Backoff = Backoff { min: Duration::from_millis(20), max: Duration::from_millis(200) };
+const FAST: Backoff = Backoff {
+    min: Duration::from_millis(20),
+    max: Duration::from_millis(200),
+    catch_up_after: Duration::from_secs(3600),
+};
 
 fn queued(services: &Services, destination: &str) -> (usize, usize) {
     (
@@ -193,7 +197,7 @@ fn queued(services: &Services, destination: &str) -> (usize, usize) {
 
 #[test]
 fn backoff_doubles_from_the_minimum_up_to_the_cap() {
-    let backoff = Backoff { min: Duration::from_secs(5), max: Duration::from_secs(3600) };
+    let backoff = Backoff { min: Duration::from_secs(5), max: Duration::from_secs(3600), ..FAST };
     let waits: Vec<u64> = (1..=12).map(|n| backoff.delay(n).as_secs()).collect();
     assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]);
     assert_eq!(backoff.delay(0), Duration::from_secs(5));
@@ -337,7 +341,7 @@ async fn a_sign_of_life_ends_the_wait_at_once() {
     room_with(&services, &alice, &[&bob]).await;
     let fake = Arc::new(Fake { down: AtomicBool::new(true), ..Fake::default() });
     let hour = Duration::from_secs(3600);
-    let sender = fake_sender(&services, &fake, Backoff { min: hour, max: hour });
+    let sender = fake_sender(&services, &fake, Backoff { min: hour, max: hour, catch_up_after: hour });
     sender.resume().unwrap();
     wait_until("the first try failed", || fake.attempts().len() == 1).await;
     fake.down.store(false, Ordering::SeqCst);
@@ -352,6 +356,48 @@ async fn a_sign_of_life_ends_the_wait_at_once() {
     })
     .await;
     assert_eq!(fake.attempts().len(), 2);
+    sender.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_for_long_keeps_the_latest_event_of_each_room_and_the_newest_edus() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = quiet_services(dir.path()).await;
+    let alice = user(&services, "alice").await;
+    let bob = UserId::parse("@bob:remote.test").unwrap();
+    let (one, two) = (room_with(&services, &alice, &[&bob]).await, room_with(&services, &alice, &[&bob]).await);
+    for i in 0..30 {
+        send(&services, &one, &alice, &format!("one {i}")).await;
+        send(&services, &two, &alice, &format!("two {i}")).await;
+    }
+    let destination = ruma::server_name!("remote.test");
+    let edus = super::MAX_EDUS_KEPT + 20;
+    let mut batch = Batch::new();
+    for i in 0..edus {
+        let edu: Edu =
+            serde_json::from_value(json!({ "edu_type": "org.example.test", "content": { "i": i } })).unwrap();
+        let _ = services.federation.sender.queue_edu(&mut batch, [destination], &edu).unwrap();
+    }
+    services.storage.commit(batch).await.unwrap();
+    assert_eq!(queued(&services, "remote.test"), (62, edus));
+
+    // Down for longer than `catch_up_after`: trimmed at the next failure.
+    let fake = Arc::new(Fake { down: AtomicBool::new(true), ..Fake::default() });
+    let backoff = Backoff { catch_up_after: Duration::from_millis(100), ..FAST };
+    let sender = fake_sender(&services, &fake, backoff);
+    sender.resume().unwrap();
+    wait_until("the queues are trimmed", || queued(&services, "remote.test") == (2, super::MAX_EDUS_KEPT)).await;
+    // More while it is down is trimmed again.
+    send(&services, &one, &alice, "one more").await;
+    wait_until("trimmed again", || queued(&services, "remote.test").0 == 2).await;
+
+    // Back: the latest of each room and the newest EDUs arrive.
+    fake.down.store(false, Ordering::SeqCst);
+    wait_until("the rest is delivered", || queued(&services, "remote.test") == (0, 0)).await;
+    let bodies: BTreeSet<String> = fake.delivered_pdus().iter().map(|pdu| body(pdu).to_owned()).collect();
+    assert_eq!(bodies, ["one more".to_owned(), "two 29".to_owned()].into());
+    let numbers: Vec<u64> = fake.delivered_edus().iter().map(|e| e["content"]["i"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (20..edus as u64).collect::<Vec<_>>());
     sender.shutdown().await;
 }
 
