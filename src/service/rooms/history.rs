@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use ruma::{EventId, OwnedUserId, RoomId, UserId};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Rooms, SeeMemo, read::Viewer};
 use crate::{
@@ -86,10 +86,11 @@ impl Rooms {
         let senders: BTreeSet<OwnedUserId> = page.events.iter().map(|(_, _, sender)| sender.clone()).collect();
         let state =
             if query.filter.lazy_load_members { self.members_of(room_id, &senders, until)? } else { Vec::new() };
-        let mut body = json!({
-            "chunk": page.events.into_iter().map(|(_, event, _)| event).collect::<Vec<_>>(),
-            "start": SyncToken::new(start, 0).to_string(),
-        });
+        // Built as a map, not with `json!`, which would copy every event once more.
+        let mut body = Map::new();
+        body.insert("chunk".into(), Value::Array(page.events.into_iter().map(|(_, event, _)| event).collect()));
+        body.insert("start".into(), Value::String(SyncToken::new(start, 0).to_string()));
+        let mut body = Value::Object(body);
         if let Some(end) = end.filter(|_| page.more) {
             body["end"] = json!(SyncToken::new(end, 0).to_string());
         }
@@ -122,19 +123,19 @@ impl Rooms {
             };
             let Some(&(edge, _)) = chunk.last() else { return Ok(Page { events, more: false }) };
             for (position, short) in chunk {
-                let Some(pdu) = self.event(short)? else { continue };
-                if !query.filter.allows_pdu(&pdu, room_id) {
+                let Some(cached) = self.cached_event(short)? else { continue };
+                let pdu = &cached.pdu;
+                if !query.filter.allows_pdu(pdu, room_id) {
                     continue;
                 }
                 let snapshots = self.event_snapshots(short)?;
-                if !self.can_see_in(&mut memo, viewer.user, room_id, snapshots, &pdu, position)? {
+                if !self.can_see_in(&mut memo, viewer.user, room_id, snapshots, pdu, position)? {
                     continue;
                 }
                 if events.len() == limit {
                     return Ok(Page { events, more: true });
                 }
-                let Some(stored) = self.storage.event(short)? else { continue };
-                let event = self.timeline_event_in(&mut memo, &stored, snapshots.1, viewer)?;
+                let event = self.timeline_event_in(&mut memo, &cached, snapshots.1, viewer)?;
                 events.push((position, event, pdu.sender.clone()));
             }
             match query.dir {

@@ -9,6 +9,7 @@
 
 mod aliases;
 pub mod backfill;
+mod cache;
 mod create;
 mod directory;
 pub mod hierarchy;
@@ -32,10 +33,13 @@ mod visibility;
 
 use std::{collections::HashMap, sync::Arc};
 
+pub use cache::CachedEvent;
+use cache::RoomCaches;
 pub use create::CreateRoom;
 pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
 pub use membership::{MembershipChange, PreparedMembership};
 pub use pdu::{EventDraft, Pdu, canonical_content};
+use relations::relation_of;
 use ruma::{
     EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
     events::{StateEventType, TimelineEventType},
@@ -53,16 +57,13 @@ use crate::{
     storage::{Batch, EventStatus, MembershipRecord, RoomRecord, Sequence, Storage, StoredEvent},
 };
 
-/// Events kept parsed in memory.
-const EVENT_CACHE_CAPACITY: usize = 20_000;
-
 pub struct Rooms {
     config: Arc<Config>,
     storage: Arc<Storage>,
     keys: Arc<ServerKeys>,
     locks: KeyedLocks<OwnedRoomId>,
     state: StateStore,
-    events: quick_cache::sync::Cache<u64, Arc<Pdu>>,
+    caches: RoomCaches,
     /// Serializes the creation of short state keys, which are global.
     state_key_lock: tokio::sync::Mutex<()>,
     /// Serializes alias changes, so that two cannot claim one alias.
@@ -159,7 +160,7 @@ impl Rooms {
             storage,
             keys,
             locks: KeyedLocks::default(),
-            events: quick_cache::sync::Cache::new(EVENT_CACHE_CAPACITY),
+            caches: RoomCaches::new(),
             state_key_lock: tokio::sync::Mutex::new(()),
             alias_lock: tokio::sync::Mutex::new(()),
             notifier,
@@ -184,13 +185,19 @@ impl Rooms {
 
     /// An event by short ID, parsed and cached.
     pub fn event(&self, short: u64) -> Result<Option<Arc<Pdu>>> {
-        if let Some(pdu) = self.events.get(&short) {
-            return Ok(Some(pdu));
+        Ok(self.cached_event(short)?.map(|event| event.pdu.clone()))
+    }
+
+    /// An event by short ID with what the client format needs besides the PDU, cached.
+    pub fn cached_event(&self, short: u64) -> Result<Option<Arc<CachedEvent>>> {
+        if let Some(event) = self.caches.event(short) {
+            return Ok(Some(event));
         }
+        let epoch = self.caches.epoch();
         let Some(stored) = self.storage.event(short)? else { return Ok(None) };
-        let pdu = Arc::new(Pdu::from_stored(&stored)?);
-        self.events.insert(short, pdu.clone());
-        Ok(Some(pdu))
+        let event = Arc::new(CachedEvent::from_stored(stored)?);
+        self.caches.fill_event(epoch, short, event.clone());
+        Ok(Some(event))
     }
 
     pub fn event_by_id(&self, event_id: &EventId) -> Result<Option<(u64, Arc<Pdu>)>> {
@@ -223,10 +230,7 @@ impl Rooms {
 
     /// The state before and after an event.
     pub fn event_states(&self, short_event: u64) -> Result<(Arc<StateMap>, Arc<StateMap>)> {
-        let (before, after) = self
-            .storage
-            .event_state(short_event)?
-            .ok_or_else(|| Error::internal(format!("no state recorded for event {short_event}")))?;
+        let (before, after) = self.event_snapshots(short_event)?;
         Ok((self.state.full(before)?, self.state.full(after)?))
     }
 
@@ -601,8 +605,18 @@ impl Rooms {
                 stored.status = EventStatus::SoftFailed;
             }
             batch.put_event_outside_timeline(short_event, &stored, Some((before.id, after.id)));
+            let snapshots = (before.id, after.id);
             room.pending.insert(pdu.event_id.clone(), pending(after));
-            return Ok(Staged { pdu, short_event, remember, woken: Vec::new(), in_timeline: false });
+            return Ok(Staged {
+                pdu,
+                short_event,
+                unsigned: stored.unsigned,
+                transaction: stored.transaction,
+                snapshots,
+                remember,
+                woken: Vec::new(),
+                in_timeline: false,
+            });
         }
 
         // The room's new head: the event replaces the extremities it cites.
@@ -643,6 +657,7 @@ impl Rooms {
         let room_id = room.room_id.clone();
         let short_room = room.record.short_id;
         let relation = self.stage_relation(&pdu, short_event, short_room)?;
+        let (unsigned, transaction) = (stored.unsigned.clone(), stored.transaction.clone());
         batch.put_event(short_event, short_room, stored, (before.id, after.id), move |position, batch| {
             if let Some(relation) = relation {
                 relation(position, batch);
@@ -656,7 +671,8 @@ impl Rooms {
             }
         });
         batch.put_room(&room.room_id, &room.record);
-        Ok(Staged { pdu, short_event, remember, woken, in_timeline: true })
+        let snapshots = (before.id, after.id);
+        Ok(Staged { pdu, short_event, unsigned, transaction, snapshots, remember, woken, in_timeline: true })
     }
 
     /// The room's current state as the resolution of the states after each of its forward
@@ -721,6 +737,11 @@ impl Rooms {
         if let Some(first) = staged.first() {
             self.notify_members(&first.pdu.room_id, staged.iter().flat_map(|s| s.woken.iter().map(|u| u.as_str())));
         }
+        // Reads that raced this commit must not cache what they saw before it: an outlier that
+        // is now in the timeline, the relations of events that gained one.
+        let shorts: Vec<u64> = staged.iter().map(|s| s.short_event).collect();
+        let targets: Vec<OwnedEventId> = staged.iter().filter_map(|s| relation_of(&s.pdu)).map(|(t, _)| t).collect();
+        self.caches.invalidate(&shorts, targets.iter().map(|t| &**t));
         let mut positions = positions.into_iter();
         Ok(staged
             .into_iter()
@@ -729,7 +750,14 @@ impl Rooms {
                 for (id, state) in staged.remember {
                     self.state.remember(id, state);
                 }
-                self.events.insert(staged.short_event, staged.pdu.clone());
+                self.caches.fill_snapshots(staged.short_event, staged.snapshots);
+                let cached = CachedEvent {
+                    pdu: staged.pdu.clone(),
+                    unsigned: staged.unsigned,
+                    transaction: staged.transaction,
+                    position,
+                };
+                self.caches.committed_event(staged.short_event, Arc::new(cached));
                 tracing::debug!(room = %staged.pdu.room_id, event = %staged.pdu.event_id, kind = %staged.pdu.kind, position, "event stored");
                 Appended { pdu: staged.pdu, position }
             })
@@ -766,9 +794,17 @@ impl Rooms {
         self.notifier.notify_all(users.iter().map(|u| &**u));
     }
 
-    /// Drops a cached event (after it was rewritten, e.g. redacted).
-    fn forget_cached(&self, short: u64) {
-        self.events.remove(&short);
+    /// Keeps a newly committed outlier (no timeline position, no extras) in the cache.
+    fn cache_outlier(&self, short: u64, pdu: Arc<Pdu>) {
+        let event = CachedEvent { pdu, unsigned: Map::new(), transaction: None, position: 0 };
+        self.caches.committed_event(short, Arc::new(event));
+    }
+
+    /// Drops a cached event once it was rewritten (redacted), with the relations of the event it
+    /// related to (which no longer counts it).
+    fn forget_cached(&self, short: u64, pdu: &Pdu) {
+        let target = relation_of(pdu).map(|(target, _)| target);
+        self.caches.invalidate(&[short], target.as_deref());
     }
 
     fn default_version(&self) -> RoomVersionId {
@@ -780,6 +816,11 @@ impl Rooms {
 struct Staged {
     pdu: Arc<Pdu>,
     short_event: u64,
+    /// What the stored event adds to the PDU, for the cache.
+    unsigned: Map<String, Value>,
+    transaction: Option<(OwnedDeviceId, String)>,
+    /// The state snapshots before and after it.
+    snapshots: (u64, u64),
     /// New state snapshots, for the cache once committed.
     remember: Vec<(u64, Arc<StateMap>)>,
     /// Users whose membership changed.

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use ruma::{DeviceId, EventId, OwnedRoomId, RoomId, UserId};
-use serde::{Deserialize, Deserializer};
+use ruma::{DeviceId, EventId, OwnedDeviceId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::{Pdu, Rooms, StateMap, age_of, visibility::SeeMemo};
+use super::{CachedEvent, Pdu, Rooms, StateMap, age_of, visibility::SeeMemo};
 use crate::{
     error::{Error, Result},
     storage::StoredEvent,
@@ -23,58 +22,63 @@ pub struct Viewer<'a> {
 impl Rooms {
     /// An event in the client format, with its bundled aggregations (edits, threads, references).
     pub fn client_event(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        self.client_event_of(stored, &Pdu::from_stored(stored)?, viewer)
+        let pdu = Pdu::from_stored(stored)?;
+        self.render(&pdu, &stored.unsigned, stored.transaction.as_ref(), viewer, true)
     }
 
-    /// `client_event` for a stored event already parsed (`pdu` is `Pdu::from_stored(stored)`).
-    fn client_event_of(&self, stored: &StoredEvent, pdu: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        let mut event = self.client_event_plain_of(stored, pdu, viewer)?;
-        let redacted = stored.unsigned.contains_key("redacted_because");
-        if let Some(aggregations) = self.aggregations(pdu, redacted, viewer)? {
-            event["unsigned"]["m.relations"] = aggregations;
-        }
-        Ok(event)
+    /// `client_event` for a cached event.
+    pub fn client_event_cached(&self, event: &CachedEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        self.render(&event.pdu, &event.unsigned, event.transaction.as_ref(), viewer, true)
     }
 
     /// An event in the client format without aggregations (as aggregations nest events).
-    pub fn client_event_plain(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        self.client_event_plain_of(stored, &Pdu::from_stored(stored)?, viewer)
+    pub fn client_event_plain(&self, event: &CachedEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        self.render(&event.pdu, &event.unsigned, event.transaction.as_ref(), viewer, false)
     }
 
-    fn client_event_plain_of(&self, stored: &StoredEvent, parsed: &Pdu, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        // Only the fields a client sees are built; hashes, signatures and the DAG are skipped.
-        let pdu: ClientFields = serde_json::from_str(stored.pdu.get())
-            .map_err(|e| Error::internal(format!("stored event {} does not parse: {e}", stored.event_id)))?;
+    /// The client format: the fields a client sees (hashes, signatures and the DAG are left
+    /// out), the server's `unsigned` extras, and the bundled aggregations if asked for.
+    fn render(
+        &self,
+        pdu: &Pdu,
+        extras: &Map<String, Value>,
+        transaction: Option<&(OwnedDeviceId, String)>,
+        viewer: Option<Viewer<'_>>,
+        with_aggregations: bool,
+    ) -> Result<Value> {
+        let content: Value = serde_json::from_str(pdu.content.get())
+            .map_err(|e| Error::internal(format!("stored event {} does not parse: {e}", pdu.event_id)))?;
         let mut event = Map::new();
-        for (field, value) in [
-            ("type", pdu.kind),
-            ("sender", pdu.sender),
-            ("content", pdu.content),
-            ("origin_server_ts", pdu.origin_server_ts),
-            ("state_key", pdu.state_key),
-        ] {
-            if let Some(value) = value {
-                event.insert(field.into(), value);
-            }
+        event.insert("type".into(), Value::String(pdu.kind.to_string()));
+        event.insert("sender".into(), Value::String(pdu.sender.to_string()));
+        event.insert("content".into(), content);
+        event.insert("origin_server_ts".into(), json!(pdu.origin_server_ts));
+        if let Some(state_key) = &pdu.state_key {
+            event.insert("state_key".into(), Value::String(state_key.clone()));
         }
-        event.insert("event_id".into(), json!(stored.event_id));
-        event.insert("room_id".into(), json!(stored.room_id));
-        if let Some(redacts) = &parsed.redacts {
-            event.insert("redacts".into(), json!(redacts));
+        event.insert("event_id".into(), Value::String(pdu.event_id.to_string()));
+        event.insert("room_id".into(), Value::String(pdu.room_id.to_string()));
+        if let Some(redacts) = &pdu.redacts {
+            event.insert("redacts".into(), Value::String(redacts.to_string()));
         }
-        let mut unsigned = stored.unsigned.clone();
-        unsigned.insert("age".into(), json!(age_of(parsed)));
+        let mut unsigned = extras.clone();
+        unsigned.insert("age".into(), json!(age_of(pdu)));
         if let Some(replaced) =
             unsigned.get("replaces_state").and_then(Value::as_str).and_then(|id| EventId::parse(id).ok())
             && let Some((_, previous)) = self.event_by_id(&replaced)?
         {
             unsigned.insert("prev_content".into(), Value::Object(previous.content_map()));
         }
-        if let (Some(viewer), Some((device, txn_id))) = (viewer, &stored.transaction)
-            && viewer.user == parsed.sender
+        if let (Some(viewer), Some((device, txn_id))) = (viewer, transaction)
+            && viewer.user == pdu.sender
             && viewer.device == Some(device)
         {
             unsigned.insert("transaction_id".into(), json!(txn_id));
+        }
+        if with_aggregations
+            && let Some(aggregations) = self.aggregations(pdu, extras.contains_key("redacted_because"), viewer)?
+        {
+            unsigned.insert("m.relations".into(), aggregations);
         }
         event.insert("unsigned".into(), Value::Object(unsigned));
         Ok(Value::Object(event))
@@ -86,20 +90,21 @@ impl Rooms {
         let Some(short) = self.storage.short_event_id(&stored.event_id)? else {
             return self.client_event(stored, Some(viewer));
         };
+        let Some(event) = self.cached_event(short)? else { return self.client_event(stored, Some(viewer)) };
         let (_, after) = self.event_snapshots(short)?;
-        self.timeline_event_in(&mut SeeMemo::default(), stored, after, viewer)
+        self.timeline_event_in(&mut SeeMemo::default(), &event, after, viewer)
     }
 
-    /// `timeline_event` for an event whose state snapshot after it is known, through a memo that
-    /// belongs to the viewer.
+    /// `timeline_event` for a cached event whose state snapshot after it is known, through a
+    /// memo that belongs to the viewer.
     pub fn timeline_event_in(
         &self,
         memo: &mut SeeMemo,
-        stored: &StoredEvent,
+        event: &CachedEvent,
         after: u64,
         viewer: Viewer<'_>,
     ) -> Result<Value> {
-        let mut event = self.client_event(stored, Some(viewer))?;
+        let mut event = self.client_event_cached(event, Some(viewer))?;
         let (_, membership) = self.snapshot_facts(memo, viewer.user, after)?;
         event["unsigned"]["membership"] = json!(membership.unwrap_or_else(|| "leave".to_owned()));
         Ok(event)
@@ -146,8 +151,8 @@ impl Rooms {
     pub fn state_in_client_format(&self, state: &StateMap) -> Result<Vec<Value>> {
         let mut events = Vec::with_capacity(state.len());
         for short in state.values() {
-            if let Some(stored) = self.storage.event(*short)? {
-                events.push(self.client_event(&stored, None)?);
+            if let Some(event) = self.cached_event(*short)? {
+                events.push(self.client_event_cached(&event, None)?);
             }
         }
         Ok(events)
@@ -158,8 +163,8 @@ impl Rooms {
         let not_found = || Error::not_found("No such state event");
         let short_key = self.storage.short_state_key(kind, state_key)?.ok_or_else(not_found)?;
         let short = state.get(&short_key).ok_or_else(not_found)?;
-        let stored = self.storage.event(*short)?.ok_or_else(not_found)?;
-        self.client_event(&stored, None)
+        let event = self.cached_event(*short)?.ok_or_else(not_found)?;
+        self.client_event_cached(&event, None)
     }
 
     /// The state after the room's latest event at or before a stream position.
@@ -205,24 +210,4 @@ impl Rooms {
             .map(|(room, record)| (room, record.membership))
             .collect())
     }
-}
-
-/// The fields of a stored PDU that the client format keeps. A field that is present holds its
-/// value, `null` included.
-#[derive(Deserialize)]
-struct ClientFields {
-    #[serde(rename = "type", default, deserialize_with = "present")]
-    kind: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    sender: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    content: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    origin_server_ts: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    state_key: Option<Value>,
-}
-
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
 }

@@ -51,7 +51,7 @@ impl Rooms {
                 self.prune_redacted(batch, &rules, short_target, &target_pdu, redaction)
             })
             .await?;
-        self.forget_cached(short_target);
+        self.forget_cached(short_target, &target_pdu);
         Ok(appended)
     }
 

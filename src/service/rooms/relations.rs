@@ -3,10 +3,12 @@
 //! `/threads` read the index, and served events carry bundled aggregations in
 //! `unsigned["m.relations"]`.
 
+use std::sync::Arc;
+
 use ruma::{EventId, OwnedEventId, RoomId};
 use serde_json::{Map, Value, json};
 
-use super::{Pdu, Rooms, read::Viewer};
+use super::{Pdu, Rooms, cache::Relations, read::Viewer};
 use crate::{
     error::{Error, Result},
     service::sync::SyncToken,
@@ -20,6 +22,11 @@ const MAX_DEPTH: usize = 3;
 
 /// The target and type of an event's `m.relates_to`, if it names both.
 pub fn relation_of(pdu: &Pdu) -> Option<(OwnedEventId, String)> {
+    // Stored content is canonical JSON (no needless escapes), so most events are told apart
+    // without parsing them.
+    if !pdu.content.get().contains("\"m.relates_to\"") {
+        return None;
+    }
     let content = pdu.content_map();
     let relates_to = content.get("m.relates_to")?.as_object()?;
     let rel_type = relates_to.get("rel_type")?.as_str()?;
@@ -87,7 +94,7 @@ impl Rooms {
     /// `unsigned["m.relations"]` of an event: its latest valid edit (none once it is redacted),
     /// its thread summary, and the events that reference it.
     pub fn aggregations(&self, event: &Pdu, redacted: bool, viewer: Option<Viewer<'_>>) -> Result<Option<Value>> {
-        let relations = self.storage.relations(&event.event_id)?;
+        let relations = self.relations_of(&event.event_id)?;
         if relations.is_empty() {
             return Ok(None);
         }
@@ -112,23 +119,23 @@ impl Rooms {
             if let Some(pdu) = visible(record.event, *position)?
                 && pdu.state_key.is_none()
                 && pdu.content_map().get("m.new_content").is_some_and(Value::is_object)
-                && let Some(stored) = self.storage.event(record.event)?
+                && let Some(edit) = self.cached_event(record.event)?
             {
-                bundle.insert("m.replace".into(), self.client_event_plain(&stored, viewer)?);
+                bundle.insert("m.replace".into(), self.client_event_plain(&edit, viewer)?);
                 break;
             }
         }
         let replies: Vec<&(u64, RelationRecord)> = relations.iter().filter(|(_, r)| r.rel_type == "m.thread").collect();
         if let Some((position, latest)) = replies.last()
             && visible(latest.event, *position)?.is_some()
-            && let Some(stored) = self.storage.event(latest.event)?
+            && let Some(latest_event) = self.cached_event(latest.event)?
         {
             let participated =
                 viewer.is_some_and(|v| event.sender == v.user || replies.iter().any(|(_, r)| r.sender == v.user));
             bundle.insert(
                 "m.thread".into(),
                 json!({
-                    "latest_event": self.client_event_plain(&stored, viewer)?,
+                    "latest_event": self.client_event_plain(&latest_event, viewer)?,
                     "count": replies.len(),
                     "current_user_participated": participated,
                 }),
@@ -144,6 +151,17 @@ impl Rooms {
             bundle.insert("m.reference".into(), json!({ "chunk": references }));
         }
         Ok((!bundle.is_empty()).then_some(Value::Object(bundle)))
+    }
+
+    /// The events relating to an event (most have none), through the cache.
+    fn relations_of(&self, target: &EventId) -> Result<Relations> {
+        if let Some(relations) = self.caches.relations(target) {
+            return Ok(relations);
+        }
+        let epoch = self.caches.epoch();
+        let relations = Arc::new(self.storage.relations(target)?);
+        self.caches.fill_relations(epoch, target, relations.clone());
+        Ok(relations)
     }
 
     /// `/relations/{eventId}`: the events relating to one the user may see.

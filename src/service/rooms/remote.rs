@@ -125,7 +125,7 @@ impl Rooms {
         let rejected = self.stage_outliers(&mut batch, &mut room, events)?;
         self.storage.commit(batch).await?;
         for pending in room.pending.into_values() {
-            self.events.insert(pending.short, pending.pdu);
+            self.cache_outlier(pending.short, pending.pdu);
         }
         Ok(rejected)
     }
@@ -263,8 +263,8 @@ impl Rooms {
         };
         let appended = self.commit(batch, vec![staged]).await?.pop().expect("one event committed");
         self.sender.wake(&queued);
-        if let Some((short_target, _)) = redacted {
-            self.forget_cached(short_target);
+        if let Some((short_target, target)) = redacted {
+            self.forget_cached(short_target, &target);
         }
         Ok(match placement {
             Placement::Timeline => Accepted::Timeline(appended),
@@ -495,7 +495,7 @@ impl Rooms {
             room.pending.values().filter(|p| p.short != staged.short_event).map(|p| (p.short, p.pdu.clone())).collect();
         let appended = self.commit(batch, vec![staged]).await?.pop().expect("one event committed");
         for (short, pdu) in outliers {
-            self.events.insert(short, pdu);
+            self.cache_outlier(short, pdu);
         }
         tracing::info!(room = %room_id, %version, event = %appended.pdu.event_id, "joined a room through another server");
         Ok(appended)
@@ -590,7 +590,7 @@ impl Rooms {
         batch.put_remote_membership(user, &room_id, record, Some(invite));
         self.storage.commit(batch).await?;
         for pending in room.pending.into_values() {
-            self.events.insert(pending.short, pending.pdu);
+            self.cache_outlier(pending.short, pending.pdu);
         }
         self.notifier.notify(user);
         Ok(())

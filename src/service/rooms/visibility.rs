@@ -41,9 +41,15 @@ impl Rooms {
 
     /// The IDs of the state snapshots before and after an event.
     pub fn event_snapshots(&self, short_event: u64) -> Result<(u64, u64)> {
-        self.storage
+        if let Some(snapshots) = self.caches.snapshots(short_event) {
+            return Ok(snapshots);
+        }
+        let snapshots = self
+            .storage
             .event_state(short_event)?
-            .ok_or_else(|| Error::internal(format!("no state recorded for event {short_event}")))
+            .ok_or_else(|| Error::internal(format!("no state recorded for event {short_event}")))?;
+        self.caches.fill_snapshots(short_event, snapshots);
+        Ok(snapshots)
     }
 
     /// A snapshot's history visibility and the user's membership in it, through the memo.

@@ -10,7 +10,7 @@ pub mod token;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Map, Value, json};
 pub use token::SyncToken;
 
@@ -329,20 +329,19 @@ impl Builder<'_> {
             let chunk = storage.timeline_rev(room.short_id, after, before, 64)?;
             let Some(&(oldest, _)) = chunk.last() else { break };
             for (position, short) in chunk {
-                let Some(pdu) = rooms.event(short)? else { continue };
-                if !filter.allows_pdu(&pdu, room_id) {
+                let Some(event) = rooms.cached_event(short)? else { continue };
+                if !filter.allows_pdu(&event.pdu, room_id) {
                     continue;
                 }
                 let snapshots = rooms.event_snapshots(short)?;
-                if !rooms.can_see_in(&mut memo, self.user(), room_id, snapshots, &pdu, position)? {
+                if !rooms.can_see_in(&mut memo, self.user(), room_id, snapshots, &event.pdu, position)? {
                     continue;
                 }
                 if picked.len() == limit {
                     limited = true;
                     break 'scan;
                 }
-                let Some(stored) = storage.event(short)? else { continue };
-                picked.push((position, stored, pdu, snapshots.1));
+                picked.push((position, event, snapshots.1));
             }
             before = oldest;
         }
@@ -351,10 +350,10 @@ impl Builder<'_> {
         let mut senders = BTreeSet::new();
         let mut has_member_events = false;
         let mut events = Vec::with_capacity(picked.len());
-        for (_, stored, pdu, after) in &picked {
-            senders.insert(pdu.sender.clone());
-            has_member_events |= pdu.kind.to_string() == "m.room.member";
-            events.push(without_room_id(rooms.timeline_event_in(&mut memo, stored, *after, viewer)?));
+        for (_, event, after) in &picked {
+            senders.insert(event.pdu.sender.clone());
+            has_member_events |= event.pdu.kind == TimelineEventType::RoomMember;
+            events.push(without_room_id(rooms.timeline_event_in(&mut memo, event, *after, viewer)?));
         }
         let prev_batch = SyncToken::new(first_position.map_or(until, |p| p - 1), self.now.serial);
         Ok(Timeline { events, limited, prev_batch: prev_batch.to_string(), first_position, senders, has_member_events })
@@ -375,8 +374,8 @@ impl Builder<'_> {
             if since.is_some_and(|old| old.get(short_key) == Some(short_event)) {
                 continue;
             }
-            let Some(stored) = self.services.storage.event(*short_event)? else { continue };
-            let Some(pdu) = rooms.event(*short_event)? else { continue };
+            let Some(event) = rooms.cached_event(*short_event)? else { continue };
+            let pdu = &event.pdu;
             let kind = pdu.kind.to_string();
             if kind == "m.room.member" && filter.lazy_load_members {
                 let member = pdu.state_key.as_deref().unwrap_or_default();
@@ -386,8 +385,8 @@ impl Builder<'_> {
                 }
             }
             let content: Value = serde_json::from_str(pdu.content.get()).unwrap_or_default();
-            if filter.allows(&kind, &pdu.sender, &stored.room_id, &content) {
-                events.push(without_room_id(rooms.client_event(&stored, None)?));
+            if filter.allows(&kind, &pdu.sender, &pdu.room_id, &content) {
+                events.push(without_room_id(rooms.client_event_cached(&event, None)?));
             }
         }
         Ok(events)
@@ -412,9 +411,8 @@ impl Builder<'_> {
             if at_since.get(&short_key) != Some(short_event) {
                 continue;
             }
-            let (Some(stored), Some(pdu)) = (storage.event(*short_event)?, rooms.event(*short_event)?) else {
-                continue;
-            };
+            let Some(event) = rooms.cached_event(*short_event)? else { continue };
+            let pdu = &event.pdu;
             let known = || {
                 let device = &self.session.device_id;
                 let event_id = pdu.event_id.as_str();
@@ -424,7 +422,7 @@ impl Builder<'_> {
             if (filter.include_redundant_members || !known())
                 && filter.allows("m.room.member", &pdu.sender, room_id, &content)
             {
-                events.push(without_room_id(rooms.client_event(&stored, None)?));
+                events.push(without_room_id(rooms.client_event_cached(&event, None)?));
             }
         }
         Ok(events)

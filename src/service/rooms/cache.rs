@@ -1,0 +1,135 @@
+//! What reading rooms keeps in memory: parsed events with what the client format adds to them,
+//! the state snapshots around each event, and the relations pointing at an event.
+//!
+//! Reads fill the caches on a miss; writes that change what a read saw (a redaction, a new
+//! relation) invalidate after their commit. A read that raced such a write must not put back what
+//! it read before the commit, so every fill names the epoch it started in and is dropped when an
+//! invalidation happened since.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use ruma::{EventId, OwnedDeviceId, OwnedEventId};
+use serde_json::{Map, Value};
+
+use super::Pdu;
+use crate::storage::{RelationRecord, StoredEvent};
+
+/// Bytes of parsed events kept (weighed by their JSON sizes, roughly what they take in memory).
+const EVENT_BYTES: u64 = 12 * 1024 * 1024;
+/// Events whose state snapshots are kept (24 bytes each).
+const SNAPSHOT_ENTRIES: usize = 100_000;
+/// Events whose relations (often none) are kept.
+const RELATION_ENTRIES: usize = 20_000;
+
+/// An event as reads need it: parsed, with its server-side `unsigned` extras and the transaction
+/// it was sent with (a stored event less its signed JSON).
+#[derive(Debug)]
+pub struct CachedEvent {
+    pub pdu: Arc<Pdu>,
+    pub unsigned: Map<String, Value>,
+    pub transaction: Option<(OwnedDeviceId, String)>,
+    /// Its stream position (0 outside the timeline).
+    pub position: u64,
+}
+
+impl CachedEvent {
+    pub fn from_stored(stored: StoredEvent) -> crate::error::Result<Self> {
+        let pdu = Arc::new(Pdu::from_stored(&stored)?);
+        Ok(Self { pdu, unsigned: stored.unsigned, transaction: stored.transaction, position: stored.position })
+    }
+}
+
+#[derive(Clone)]
+struct EventWeigher;
+
+impl quick_cache::Weighter<u64, Arc<CachedEvent>> for EventWeigher {
+    fn weight(&self, _key: &u64, event: &Arc<CachedEvent>) -> u64 {
+        // Content, IDs and the DAG references dominate; 256 bytes for the rest.
+        let pdu = &event.pdu;
+        let references = (pdu.prev_events.len() + pdu.auth_events.len()) as u64 * 48;
+        256 + pdu.content.get().len() as u64 + references
+    }
+}
+
+pub type Relations = Arc<Vec<(u64, RelationRecord)>>;
+
+pub(super) struct RoomCaches {
+    events: quick_cache::sync::Cache<u64, Arc<CachedEvent>, EventWeigher>,
+    snapshots: quick_cache::sync::Cache<u64, (u64, u64)>,
+    relations: quick_cache::sync::Cache<OwnedEventId, Relations>,
+    /// Counts invalidations; see the module's comment.
+    epoch: AtomicU64,
+    /// Held while checking the epoch and filling, and while invalidating.
+    fill: Mutex<()>,
+}
+
+impl RoomCaches {
+    pub(super) fn new() -> Self {
+        Self {
+            events: quick_cache::sync::Cache::with_weighter(20_000, EVENT_BYTES, EventWeigher),
+            snapshots: quick_cache::sync::Cache::new(SNAPSHOT_ENTRIES),
+            relations: quick_cache::sync::Cache::new(RELATION_ENTRIES),
+            epoch: AtomicU64::new(0),
+            fill: Mutex::new(()),
+        }
+    }
+
+    /// The epoch to name when filling after a read of storage that starts now.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(super) fn event(&self, short: u64) -> Option<Arc<CachedEvent>> {
+        self.events.get(&short)
+    }
+
+    /// Keeps an event read from storage in epoch `epoch`, unless it was invalidated since.
+    pub(super) fn fill_event(&self, epoch: u64, short: u64, event: Arc<CachedEvent>) {
+        self.fill_if_current(epoch, || self.events.insert(short, event));
+    }
+
+    /// Keeps a newly committed event (nothing can have invalidated it yet).
+    pub(super) fn committed_event(&self, short: u64, event: Arc<CachedEvent>) {
+        self.events.insert(short, event);
+    }
+
+    pub(super) fn snapshots(&self, short: u64) -> Option<(u64, u64)> {
+        self.snapshots.get(&short)
+    }
+
+    /// An event's snapshots never change once recorded, so they need no epoch.
+    pub(super) fn fill_snapshots(&self, short: u64, snapshots: (u64, u64)) {
+        self.snapshots.insert(short, snapshots);
+    }
+
+    pub(super) fn relations(&self, target: &EventId) -> Option<Relations> {
+        self.relations.get(target)
+    }
+
+    pub(super) fn fill_relations(&self, epoch: u64, target: &EventId, relations: Relations) {
+        self.fill_if_current(epoch, || self.relations.insert(target.to_owned(), relations));
+    }
+
+    /// Drops what committed writes changed: rewritten events, and the relations of events that
+    /// gained or lost one.
+    pub(super) fn invalidate<'a>(&self, events: &[u64], relation_targets: impl IntoIterator<Item = &'a EventId>) {
+        let _fill = self.fill.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for short in events {
+            self.events.remove(short);
+        }
+        for target in relation_targets {
+            self.relations.remove(target);
+        }
+    }
+
+    fn fill_if_current(&self, epoch: u64, fill: impl FnOnce()) {
+        let _fill = self.fill.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            fill();
+        }
+    }
+}
