@@ -110,7 +110,9 @@ fn create_user(arg: &ConfigArg, name: &str, admin: bool, password: Option<String
             let services = Services::new(config, storage).await?;
             let user_id = services.accounts.user_id_for_registration(name)?;
             let account = NewAccount { user_id: Some(user_id), password: Some(password), admin, ..Default::default() };
-            services.accounts.register(account).await
+            let registered = services.accounts.register(account).await?;
+            services.auto_join(&registered.user_id).await;
+            Ok::<_, crate::error::Error>(registered)
         })
         .map_err(|e| fail(e.to_string()))?;
     println!("created {}{}", registered.user_id, if admin { " (admin)" } else { "" });

@@ -44,6 +44,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub web_client: WebClientConfig,
     /// `MYELIN_*` variables that name no setting (scripts use some, such as `MYELIN_BIN`); they
     /// are ignored and reported at start.
     #[serde(skip)]
@@ -53,7 +55,7 @@ pub struct Config {
 /// The top-level keys of [`Config`]. A variable `MYELIN_X` or `MYELIN_X__Y` whose `x` is not one
 /// of them is not meant for the server; one whose `x` is, but names no setting, is a typo and an
 /// error. A test checks this list against the struct.
-const TOP_LEVEL_KEYS: [&str; 16] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
     "server_name",
     "public_baseurl",
     "listen",
@@ -69,6 +71,7 @@ const TOP_LEVEL_KEYS: [&str; 16] = [
     "federation",
     "log",
     "media",
+    "web_client",
     "ignored_variables",
 ];
 
@@ -111,7 +114,7 @@ impl Default for DatabaseConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
     /// Whether anyone may create an account through `/register`.
@@ -125,6 +128,53 @@ pub struct RegistrationConfig {
     pub shared_secret: Option<String>,
     /// Allow guest accounts (`/register?kind=guest`).
     pub allow_guests: bool,
+    /// Rooms (aliases or IDs) every new account joins; `#name` alone means `#name:server_name`.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub auto_join_rooms: Vec<String>,
+    /// Create a missing local auto-join alias's room (public, with that alias) on first use.
+    pub autocreate_auto_join_rooms: bool,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token_required: false,
+            tokens: Vec::new(),
+            shared_secret: None,
+            allow_guests: false,
+            auto_join_rooms: Vec::new(),
+            autocreate_auto_join_rooms: true,
+        }
+    }
+}
+
+impl RegistrationConfig {
+    /// The auto-join rooms as aliases or room IDs, a bare `#name` completed with our server name.
+    /// `validate` has checked that each parses.
+    pub fn auto_join_targets(&self, server_name: &ruma::ServerName) -> Vec<ruma::OwnedRoomOrAliasId> {
+        self.auto_join_rooms.iter().filter_map(|room| auto_join_target(room, server_name)).collect()
+    }
+}
+
+fn auto_join_target(room: &str, server_name: &ruma::ServerName) -> Option<ruma::OwnedRoomOrAliasId> {
+    let full =
+        if room.starts_with('#') && !room.contains(':') { format!("{room}:{server_name}") } else { room.to_owned() };
+    ruma::OwnedRoomOrAliasId::try_from(full).ok()
+}
+
+/// The built-in web client served at `/`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebClientConfig {
+    /// Serve it; off, `/` is a 404 like any unknown path.
+    pub enabled: bool,
+}
+
+impl Default for WebClientConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -478,6 +528,9 @@ impl Config {
         }
         if reg.shared_secret.as_deref() == Some("") {
             return fail("registration.shared_secret", "must not be empty (leave it out to turn it off)");
+        }
+        if let Some(bad) = reg.auto_join_rooms.iter().find(|r| auto_join_target(r, &self.server_name).is_none()) {
+            return fail("registration.auto_join_rooms", &format!("`{bad}` is not a room alias or room ID"));
         }
         if self.limits.max_request_size < 1024 {
             return fail("limits.max_request_size", "must be at least 1024 bytes");

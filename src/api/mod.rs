@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod federation;
 mod synapse_admin;
+mod web;
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,10 +45,13 @@ pub fn federation_router(services: Arc<Services>) -> Router {
         .with_state(services)
 }
 
-/// The client-facing router (client API, Synapse-compatible admin endpoints, health).
+/// The client-facing router (client API, Synapse-compatible admin endpoints, health, and the
+/// built-in web client at `/`).
 pub fn router(services: Arc<Services>) -> Router {
     let max_body = services.config.limits.max_request_size;
+    let web_client = if services.config.web_client.enabled { web::routes() } else { Router::new() };
     Router::new()
+        .merge(web_client)
         .nest("/_matrix/client/v3", client::v3_routes())
         // Older clients still use r0 paths; the endpoints are the same.
         .nest("/_matrix/client/r0", client::v3_routes())

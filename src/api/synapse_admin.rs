@@ -64,6 +64,7 @@ async fn register(
             ..Default::default()
         })
         .await?;
+    services.auto_join(&registered.user_id).await;
     let tokens = registered.login.expect("registered with a login");
     Ok(Json(client::session::login_response(&services, tokens)))
 }

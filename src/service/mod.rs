@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+mod auto_join;
 pub mod e2ee;
 pub mod federation;
 pub mod filters;
@@ -61,6 +62,8 @@ pub struct Services {
     pub key_backup: e2ee::backup::KeyBackup,
     /// The media repository.
     pub media: media::Media,
+    /// Held while an auto-join room is created, so that concurrent registrations make one.
+    auto_join_creation: tokio::sync::Mutex<()>,
 }
 
 impl Services {
@@ -108,6 +111,7 @@ impl Services {
             device_lists,
             key_backup: e2ee::backup::KeyBackup::new(storage.clone()),
             media,
+            auto_join_creation: tokio::sync::Mutex::new(()),
             config,
             storage,
         }))

@@ -28,4 +28,5 @@ mod synapse;
 mod sync;
 mod sync_filters;
 mod user_directory;
+mod web_client;
 mod websocket;

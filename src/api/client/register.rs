@@ -108,6 +108,7 @@ pub async fn register(
         .accounts
         .register(NewAccount { user_id, password: Some(password), login: request.new_device(), ..Default::default() })
         .await?;
+    services.auto_join(&registered.user_id).await;
     Ok(Json(registration_response(&services, registered)))
 }
 

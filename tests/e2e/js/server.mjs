@@ -13,24 +13,26 @@ import { fileURLToPath } from "node:url";
 export const SERVER_NAME = process.env.E2E_SERVER_NAME ?? "localhost";
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
-export async function startMyelin() {
+/** `env`: more MYELIN_* settings for this server (e.g. auto-join rooms). */
+export async function startMyelin(env = {}) {
     if (process.env.E2E_HOMESERVER_URL) return { url: process.env.E2E_HOMESERVER_URL, stop: async () => {} };
     const bin = process.env.MYELIN_BIN || join(process.env.CARGO_TARGET_DIR || join(repo, "target"), "debug", "myelin");
     accessSync(bin, constants.X_OK); // throws "ENOENT ... myelin" when it is not built
     const dir = mkdtempSync(join(tmpdir(), "myelin-e2e-js-"));
     // Only our MYELIN_* variables: the server rejects unknown ones (MYELIN_BIN, MYELIN_CACHE).
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MYELIN_")));
-    Object.assign(env, {
+    const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MYELIN_")));
+    Object.assign(childEnv, {
         MYELIN_SERVER_NAME: SERVER_NAME,
         MYELIN_DATABASE__PATH: join(dir, "db"),
         MYELIN_LISTEN__CLIENT: "127.0.0.1:0",
         MYELIN_REGISTRATION__ENABLED: "true",
         MYELIN_REGISTRATION__SHARED_SECRET: "e2e-secret",
         MYELIN_RATE_LIMITS__ENABLED: "false",
+        ...env,
     });
     const errLog = join(dir, "stderr.log");
     const errFd = openSync(errLog, "w");
-    const child = spawn(bin, ["serve"], { env, stdio: ["ignore", "pipe", errFd] });
+    const child = spawn(bin, ["serve"], { env: childEnv, stdio: ["ignore", "pipe", errFd] });
     closeSync(errFd);
 
     async function stop() {
