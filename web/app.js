@@ -323,6 +323,9 @@ function onSync(data, initial) {
         }
     } else if (initial) {
         route();
+        // Nothing asked for: open the liveliest room (on a phone the room list stays in front).
+        const first = [...app.rooms.values()].filter((r) => r.membership === "join").sort((a, b) => b.lastTs - a.lastTs)[0];
+        if (!app.current && first && !location.hash.startsWith("#/room/")) showRoom(first.id, { focus: false });
     }
     if (app.current && !app.rooms.has(app.current)) showRoom(null);
     markRead();
@@ -498,7 +501,7 @@ async function joinRoom(target) {
 
 // ----- the open room -----
 
-function showRoom(id) {
+function showRoom(id, { focus = true } = {}) {
     if (app.current && app.current !== id) sendTyping(false);
     app.current = id;
     const room = id && app.rooms.get(id);
@@ -523,6 +526,7 @@ function showRoom(id) {
     renderMembers();
     renderRoomList();
     markRead();
+    if (!focus) return;
     if (window.matchMedia("(max-width: 700px)").matches) toggleSidebar(false);
     $("message").focus();
 }

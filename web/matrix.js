@@ -169,7 +169,10 @@ export class Client {
         room: { timeline: { limit: 40 }, state: { lazy_load_members: false } },
     });
 
-    /** The WebSocket transport; after a failure to connect at all, long-poll takes over. */
+    /**
+     * The WebSocket transport, reconnecting with the last `next_batch` so nothing is lost. When it
+     * cannot open twice running while HTTP works, long-poll takes over.
+     */
     openSocket(failures) {
         const url = new URL(this.baseUrl + "/_matrix/client/unstable/io.myelin.websocket/stream", location.href);
         url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
@@ -203,20 +206,24 @@ export class Client {
             for (const { reject } of this.pending.values()) reject(new Error("disconnected"));
             this.pending.clear();
             if (this.stopped) return;
-            if (!opened && failures >= 1) {
-                // The socket never opened twice running (a proxy without WebSockets): long-poll.
-                this.pollLoop();
+            this.onStatus("reconnecting", "websocket");
+            if (opened) {
+                this.socketWorked = true;
+                setTimeout(() => !this.stopped && this.openSocket(0), 200);
                 return;
             }
-            this.onStatus("reconnecting", "websocket");
+            // It did not open. If HTTP works with this token, WebSockets are what is blocked (a
+            // proxy without them): long-poll from here on, unless they worked earlier. A refused
+            // token ends the session (request() reports it); a server that is down is retried.
             const delay = Math.min(30_000, 500 * 2 ** failures);
-            // A refused token shows up as a failed upgrade: check it over HTTP before retrying.
-            setTimeout(() => {
-                if (this.stopped) return;
-                this.request("GET", "/_matrix/client/v3/account/whoami")
-                    .then(() => this.openSocket(opened ? 0 : failures + 1))
-                    .catch(() => !this.stopped && this.openSocket(failures + 1));
-            }, opened ? 200 : delay);
+            this.request("GET", "/_matrix/client/v3/account/whoami").then(
+                () => {
+                    if (this.stopped) return;
+                    if (!this.socketWorked && failures >= 1) this.pollLoop();
+                    else setTimeout(() => !this.stopped && this.openSocket(failures + 1), delay);
+                },
+                () => !this.stopped && setTimeout(() => !this.stopped && this.openSocket(failures + 1), delay),
+            );
         };
     }
 

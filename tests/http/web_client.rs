@@ -135,3 +135,25 @@ async fn a_bad_auto_join_room_is_a_configuration_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("registration.auto_join_rooms"));
 }
+
+#[tokio::test]
+async fn create_user_joins_the_auto_join_rooms_too() {
+    let mut server = TestServer::start_with(&[("MYELIN_REGISTRATION__AUTO_JOIN_ROOMS", "#general")]).await;
+    let alice = server.register("alice", "pw").await;
+    let general = joined(&server, &alice.token).await;
+    assert_eq!(general.len(), 1);
+    assert!(server.terminate().success());
+    let db = server.database_path();
+    let output = std::process::Command::new(crate::server::binary())
+        .args(["create-user", "admin", "--admin", "--password", "pw"])
+        .env_clear()
+        .env("MYELIN_SERVER_NAME", crate::server::SERVER_NAME)
+        .env("MYELIN_DATABASE__PATH", db.to_str().unwrap())
+        .env("MYELIN_REGISTRATION__AUTO_JOIN_ROOMS", "#general")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    server.restart();
+    let admin = server.login("admin", "pw").await;
+    assert_eq!(joined(&server, &admin.token).await, general);
+}

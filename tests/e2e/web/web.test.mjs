@@ -160,6 +160,12 @@ test("two people chat in real time in the browser", async () => {
     await a.locator("#toast.show").waitFor({ state: "detached", timeout: 6000 });
     await a.screenshot({ path: join(shots, "chat-desktop.png") });
 
+    // A dropped socket comes back by itself, from where it was (`since`): nothing is missed.
+    await b.evaluate(() => window.myelinApp.client.ws.close());
+    await send(a, "Sent while Bob's socket was down");
+    await message(b, "Sent while Bob's socket was down").waitFor({ timeout: 5000 });
+    assert.equal(await b.evaluate(() => window.myelinApp.client.transport), "websocket");
+
     // Unread counts and a notification: Alice looks at #general while Bob writes in the club.
     await roomLink(a, "general").click();
     await a.locator("#room-name", { hasText: "general" }).waitFor();
@@ -233,13 +239,30 @@ test("without a media repository the upload button stays hidden", async () => {
     await context.close();
 });
 
-test("long-poll /sync takes over without WebSockets, and a phone-sized screen works", async () => {
+test("long-poll /sync takes over when WebSockets fail (or when asked), and a phone-sized screen works", async () => {
     const carol = await person({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
     const dave = await person();
+    // Dave's network lets no WebSocket through: each one fails before it opens.
+    await dave.context.addInitScript(() => {
+        window.WebSocket = class extends EventTarget {
+            static OPEN = 1;
+            readyState = 0;
+            constructor() {
+                super();
+                setTimeout(() => {
+                    this.readyState = 3;
+                    this.onclose?.({ code: 1006 });
+                }, 20);
+            }
+            send() {}
+            close() {}
+        };
+    });
     const c = carol.page;
     await registerInUi(c, `carol${randomUUID().slice(0, 6)}`, { path: "/?transport=long-poll" });
     assert.equal(await c.evaluate(() => window.myelinApp.client.transport), "long-poll");
     await registerInUi(dave.page, `dave${randomUUID().slice(0, 6)}`);
+    await dave.page.waitForFunction(() => window.myelinApp.client.transport === "long-poll");
 
     // On a phone the room list slides over; picking a room closes it.
     await roomLink(c, "general").click();
