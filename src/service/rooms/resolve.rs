@@ -11,7 +11,7 @@ use std::{
 use ruma::{
     EventId, OwnedEventId,
     events::StateEventType,
-    room_version_rules::StateResolutionV2Rules,
+    room_version_rules::{AuthorizationRules, StateResolutionV2Rules},
     state_res::{StateMap as RumaStateMap, utils::event_id_set::EventIdSet},
 };
 
@@ -52,19 +52,9 @@ impl Rooms {
             maps.push(map);
         }
 
-        let mut chains = AuthChains::default();
-        let auth_chains: Vec<EventIdSet<OwnedEventId>> =
-            maps.iter().map(|map| chains.union_of(map.values(), &fetch)).collect();
         let rules = room.rules.state_res.v2_rules().copied().unwrap_or(StateResolutionV2Rules::V2_0);
-        let resolved = ruma::state_res::resolve(
-            &room.rules.authorization,
-            &rules,
-            &maps,
-            auth_chains,
-            |id| fetch(id),
-            |conflicted| Some(conflicted_subgraph(conflicted, &fetch)),
-        )
-        .map_err(|e| Error::internal(format!("state resolution in {}: {e}", room.room_id)))?;
+        let resolved = resolve_maps(&room.rules.authorization, &rules, &maps, &fetch)
+            .map_err(|e| Error::internal(format!("state resolution in {}: {e}", room.room_id)))?;
 
         let mut state = StateMap::with_capacity(resolved.len());
         for (key, event_id) in resolved {
@@ -89,6 +79,22 @@ impl Rooms {
         }
         Ok(state)
     }
+}
+
+/// ruma's resolution of `maps`, given the auth chains and (room version 12) the conflicted state
+/// subgraph computed here from the events `fetch` finds.
+pub(super) fn resolve_maps(
+    auth_rules: &AuthorizationRules,
+    rules: &StateResolutionV2Rules,
+    maps: &[RumaStateMap<OwnedEventId>],
+    fetch: &impl Fn(&EventId) -> Option<Arc<Pdu>>,
+) -> std::result::Result<RumaStateMap<OwnedEventId>, ruma::state_res::Error> {
+    let mut chains = AuthChains::default();
+    let auth_chains: Vec<EventIdSet<OwnedEventId>> =
+        maps.iter().map(|map| chains.union_of(map.values(), fetch)).collect();
+    ruma::state_res::resolve(auth_rules, rules, maps, auth_chains, fetch, |conflicted| {
+        Some(conflicted_subgraph(conflicted, fetch))
+    })
 }
 
 /// Auth chains, each event's computed once per resolution.
@@ -215,3 +221,6 @@ fn conflicted_subgraph(
     }
     subgraph
 }
+
+#[cfg(test)]
+mod tests;
