@@ -5,6 +5,7 @@
     benches/report.py --storage STORAGE.jsonl DOC.md
     benches/report.py --rooms ROOMS.jsonl DOC.md
     benches/report.py --sync SYNC.jsonl DOC.md
+    benches/report.py --federation FEDERATION.jsonl DOC.md
 
 Rewrites only what lies between the markers below (appending them, and
 creating DOC.md, if missing). Standard library only.
@@ -29,6 +30,10 @@ SYNC.jsonl has meta, status, load, memory, server-log and synapse-config
   sync-fanout     one per (transport, load): sends, delivery, completeness
   initial-sync    full initial /sync of a user in R rooms with history
   messages        GET /messages?dir=b&limit=1000 in a room of 1000 messages
+
+FEDERATION.jsonl has meta, status (one per pair) and load lines, and:
+  federation-latency  one per sender-receiver pair (label "myelin-synapse", ...):
+                  send latency, arrival latency at the other server's client
 """
 
 import json
@@ -40,7 +45,16 @@ MARKERS = {
     "storage": ("<!-- storage-bench:begin -->", "<!-- storage-bench:end -->", "## Storage: durable writes and group commit"),
     "rooms": ("<!-- rooms-bench:begin -->", "<!-- rooms-bench:end -->", "## Rooms: sending events and state lookups"),
     "sync": ("<!-- sync-bench:begin -->", "<!-- sync-bench:end -->", "## Sync: delivery, initial sync, history"),
+    "federation": ("<!-- federation-bench:begin -->", "<!-- federation-bench:end -->", "## Federation: message arrival between servers"),
 }
+# Issue 6's target: Myelin to Myelin on loopback, median arrival at most this.
+FED_TARGET_P50_MS = 20.0
+FED_PAIRS = [
+    ("myelin-synapse", "Myelin → Synapse"),
+    ("synapse-myelin", "Synapse → Myelin"),
+    ("myelin-myelin", "Myelin → Myelin"),
+    ("synapse-synapse", "Synapse → Synapse"),
+]
 # The targets of issue 4 ("Performance").
 SYNC_TARGETS = {
     "send_ratio": 50.0,        # Myelin's saturating send rate over Synapse's, at least
@@ -709,6 +723,52 @@ def render_sync(lines: list[dict]) -> str:
     return "\n".join(out)
 
 
+def render_federation(lines: list[dict]) -> str:
+    meta = next((l for l in lines if l.get("scenario") == "meta"), {})
+    status = {l["label"]: l for l in lines if l.get("scenario") == "status"}
+    runs = {l["label"]: l for l in lines if l.get("scenario") == "federation-latency"}
+    quick = " --quick" if meta.get("quick") else ""
+    out = [
+        f"Run of {meta.get('date', '?')} by `benches/run{quick}` (section `federation`)"
+        f" on {meta.get('nproc', '?')} CPUs ({meta.get('cpu', '?')}), {meta.get('mem_total', '?')} of memory,"
+        f" Linux {meta.get('kernel', '?')}.",
+        "",
+        f"- Myelin: `{meta.get('myelin_bin', '?')}`, commit {meta.get('myelin_commit') or 'none'}.",
+        f"- Synapse {meta.get('synapse_version', '?')} on {meta.get('fed_synapse_db', '?')}.",
+        "- Each pair: both servers started fresh with TLS federation listeners on 127.0.0.1 (a CA of the"
+        " run); a user of the sender creates a public room, a user of the receiver joins it through the"
+        " sender's server and holds a long-poll `/sync`; then"
+        f" {meta.get('fed_messages', '?')} messages, one at a time at {meta.get('fed_rate', '?')} per second,"
+        " after 5 unmeasured ones. Arrival: from the start of `PUT /send` on the sender to the receiver's"
+        " sync response holding the message, read whole.",
+        "",
+        "| pair | arrival p50 | p90 | p99 | max | send p50 | delivered | missing | join |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, name in FED_PAIRS:
+        r = runs.get(key)
+        if not r:
+            why = status.get(key, {})
+            out.append(f"| {name} | not measured: {why.get('status', 'not run')} {why.get('detail', '')} | | | | | | | |")
+            continue
+        d, s = r["delivery"], r["sends"]
+        l = d["latency_ms"]
+        out.append(
+            f"| {name} | {num(l['p50'])} ms | {num(l['p90'])} ms | {num(l['p99'])} ms | {num(l['max'])} ms"
+            f" | {num(s['latency_ms']['p50'])} ms | {d['delivered']:,} | {d['missing']:,} | {num(r['join_ms'])} ms |"
+        )
+    mm = runs.get("myelin-myelin")
+    if mm:
+        p50 = mm["delivery"]["latency_ms"]["p50"]
+        met = "met" if p50 <= FED_TARGET_P50_MS else "**not met**"
+        out += ["", f"Target (issue 6): Myelin → Myelin median arrival at most {FED_TARGET_P50_MS:g} ms: {num(p50)} ms, {met}."]
+    loads = [l for l in lines if l.get("scenario") == "load"]
+    if loads:
+        out += ["", "Load average before each pair: " + ", ".join(f"{l['label']} {l['loadavg']}" for l in loads if l.get("label") != "all") + "."]
+    out += ["", "Raw lines: `docs/benchmarks/federation.jsonl`."]
+    return "\n".join(out)
+
+
 def splice(doc_path: str, section: str, kind: str = "http") -> None:
     begin, end, title = MARKERS[kind]
     text = open(doc_path).read() if os.path.exists(doc_path) else DOC_HEAD
@@ -727,14 +787,15 @@ def splice(doc_path: str, section: str, kind: str = "http") -> None:
 def main() -> int:
     args = sys.argv[1:]
     kind = "http"
-    if args[:1] in (["--storage"], ["--rooms"], ["--sync"]):
+    if args[:1] in (["--storage"], ["--rooms"], ["--sync"], ["--federation"]):
         kind, args = args[0][2:], args[1:]
     if len(args) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     with open(args[0]) as f:
         lines = [json.loads(l) for l in f if l.strip()]
-    renderer = {"http": render, "storage": render_storage, "rooms": render_rooms, "sync": render_sync}[kind]
+    renderer = {"http": render, "storage": render_storage, "rooms": render_rooms, "sync": render_sync,
+                "federation": render_federation}[kind]
     splice(args[1], renderer(lines), kind)
     return 0
 

@@ -18,6 +18,7 @@
 
 mod accounts;
 mod basic;
+mod federation;
 mod http;
 mod rooms;
 mod sync;
@@ -90,6 +91,42 @@ enum Cmd {
     InitialSync(InitialSync),
     /// Timed GET /rooms/ROOM/messages?dir=b&limit=N in a room of --messages messages.
     Messages(MessagesBench),
+    /// Messages sent on one server, timed until a client of another server syncs them.
+    FederationLatency(FederationLatency),
+}
+
+#[derive(Args, Clone)]
+pub struct FederationLatency {
+    /// Base URL of the sending homeserver
+    #[arg(long)]
+    send_url: String,
+    /// registration_shared_secret of the sending server
+    #[arg(long)]
+    send_secret: String,
+    /// Base URL of the receiving homeserver
+    #[arg(long)]
+    recv_url: String,
+    /// registration_shared_secret of the receiving server
+    #[arg(long)]
+    recv_secret: String,
+    /// Messages measured
+    #[arg(long, default_value_t = 200)]
+    messages: u64,
+    /// Messages sent (and waited for) first, not measured
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Messages per second (one in flight at a time)
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds to wait for the last messages
+    #[arg(long, default_value_t = 30.0)]
+    drain: f64,
+    #[arg(long, default_value = "fed")]
+    prefix: String,
+    #[arg(long)]
+    room_version: Option<String>,
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 #[derive(Args, Clone)]
@@ -376,6 +413,12 @@ fn main() {
             }
             a.send_concurrency.max(1)
         }
+        Cmd::FederationLatency(a) => {
+            if a.rate <= 0.0 || a.messages == 0 {
+                http::fail("--rate and --messages must be positive");
+            }
+            4
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(run(cli.cmd, pool));
@@ -401,5 +444,6 @@ async fn run(cmd: Cmd, pool: usize) {
         Cmd::SyncFanout(a) => sync::bench_sync_fanout(client, a).await,
         Cmd::InitialSync(a) => sync::bench_initial_sync(client, a).await,
         Cmd::Messages(a) => sync::bench_messages(client, a).await,
+        Cmd::FederationLatency(a) => federation::bench_federation_latency(client, a).await,
     }
 }
