@@ -98,6 +98,8 @@ pub enum ErrorKind {
     CannotOverwriteMedia,
     /// Media created for an async upload whose content has not come yet (504).
     NotYetUploaded,
+    /// Another server's file is larger than we fetch (`M_TOO_LARGE` with 502, as the spec says).
+    RemoteTooLarge,
     /// A bad request that no more specific code describes.
     Unknown,
 }
@@ -113,7 +115,7 @@ impl ErrorKind {
             Self::UnknownToken { .. } => "M_UNKNOWN_TOKEN",
             Self::Unrecognized | Self::MethodNotAllowed | Self::UnknownAuthType => "M_UNRECOGNIZED",
             Self::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
-            Self::TooLarge => "M_TOO_LARGE",
+            Self::TooLarge | Self::RemoteTooLarge => "M_TOO_LARGE",
             Self::MissingParam => "M_MISSING_PARAM",
             Self::InvalidParam => "M_INVALID_PARAM",
             Self::InvalidUsername => "M_INVALID_USERNAME",
@@ -154,6 +156,7 @@ impl ErrorKind {
             Self::TooLarge => 413,
             Self::AliasInUse | Self::CannotOverwriteMedia => 409,
             Self::NotYetUploaded => 504,
+            Self::RemoteTooLarge => 502,
             Self::LimitExceeded { .. } => 429,
             Self::BadJson
             | Self::NotJson

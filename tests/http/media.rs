@@ -281,7 +281,8 @@ async fn images_with_too_many_pixels_are_not_thumbnailed() {
 #[tokio::test]
 async fn remote_media_is_fetched_over_federation_and_cached() {
     let mut one = TestServer::start_federating(&[]).await;
-    let two = TestServer::start_federating(&[]).await;
+    // Fetches files of up to 60 000 bytes (the PNG is at most 38 400 bytes and PNG framing).
+    let two = TestServer::start_federating(&[("MYELIN_MEDIA__MAX_UPLOAD_BYTES", "60000")]).await;
     let alice = one.register("alice", "pw").await;
     let bob = two.register("bob", "pw").await;
     let image = png(120, 80);
@@ -304,6 +305,10 @@ async fn remote_media_is_fetched_over_federation_and_cached() {
     get(&two, &format!("/_matrix/client/v1/media/download/{origin}/unknown"), bob.tok())
         .await
         .error(404, "M_NOT_FOUND");
+    // A remote file above our limit is not fetched: 502 M_TOO_LARGE, as the spec says.
+    let reply = upload(&one, &alice, &[9; 100_000], "application/octet-stream", None).await;
+    let (_, big) = parts(reply.json()["content_uri"].as_str().unwrap());
+    get(&two, &format!("/_matrix/client/v1/media/download/{origin}/{big}"), bob.tok()).await.error(502, "M_TOO_LARGE");
 
     // Cached: served with the origin gone.
     one.terminate();

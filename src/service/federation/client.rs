@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     config::FederationConfig,
-    error::{Error, RemoteError, Result},
+    error::{Error, ErrorKind, RemoteError, Result},
     service::keys::ServerKeys,
 };
 
@@ -191,12 +191,21 @@ impl Lookup for NetworkLookup {
     }
 }
 
+/// Why a response body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("response larger than the limit")]
+    TooLarge,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Reads a response body, refusing one larger than `limit`.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> std::result::Result<Vec<u8>, String> {
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> std::result::Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| ReadError::Failed(e.to_string()))? {
         if body.len() + chunk.len() > limit {
-            return Err(format!("response larger than {limit} bytes"));
+            return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -350,13 +359,25 @@ impl FederationClient {
             .uri(format!("{}{path_and_query}", target.base_url()))
             .body(Vec::new())
             .map_err(|e| Error::internal(format!("bad request to {destination}: {e}")))?;
-        let response = self.execute_limited(destination, &target, request, signing, limit).await?;
+        let response = self.send_raw(destination, &target, request, signing).await?;
         let status = response.status();
-        let (parts, body) = response.into_parts();
+        let headers = response.headers().clone();
+        // Error answers are small JSON; only a success may be as large as `limit`.
+        let body = read_limited(response, if status.is_success() { limit } else { 64 * 1024 }).await;
+        let body = match body {
+            Ok(body) => body,
+            Err(ReadError::TooLarge) if status.is_success() => {
+                return Err(Error::new(
+                    ErrorKind::RemoteTooLarge,
+                    format!("{destination} answered with more than {limit} bytes"),
+                ));
+            }
+            Err(e) => return Err(Error::unreachable(destination, e.to_string())),
+        };
         if !status.is_success() {
             return Err(remote_error(destination, format!("status {status}"), Some(status.as_u16()), &body));
         }
-        Ok((parts.headers, body))
+        Ok((headers, body))
     }
 
     /// Adds the X-Matrix `Authorization` header: our signature over the method, the URI's path and
@@ -377,17 +398,26 @@ impl FederationClient {
         request: http::Request<Vec<u8>>,
         signing: Signing,
     ) -> Result<http::Response<Vec<u8>>> {
-        self.execute_limited(destination, target, request, signing, MAX_RESPONSE_BYTES).await
+        let response = self.send_raw(destination, target, request, signing).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| Error::unreachable(destination, e.to_string()))?;
+        let mut answer = http::Response::new(body);
+        *answer.status_mut() = status;
+        *answer.headers_mut() = headers;
+        Ok(answer)
     }
 
-    async fn execute_limited(
+    /// Signs (if asked) and sends; the answer's body is not read yet.
+    async fn send_raw(
         &self,
         destination: &ServerName,
         target: &super::discovery::Destination,
         mut request: http::Request<Vec<u8>>,
         signing: Signing,
-        limit: usize,
-    ) -> Result<http::Response<Vec<u8>>> {
+    ) -> Result<reqwest::Response> {
         if let Some(ip) = ip_literal(&target.host)
             && !self.ranges.is_allowed(ip)
         {
@@ -402,17 +432,10 @@ impl FederationClient {
         let request = reqwest::Request::try_from(request)
             .map_err(|e| Error::internal(format!("bad request to {destination}: {e}")))?;
         let path = request.url().path().to_owned();
-        let response = self.http.execute(request).await.map_err(|e| {
+        self.http.execute(request).await.map_err(|e| {
             tracing::debug!(%destination, %path, error = %describe(&e), "federation request failed");
             Error::unreachable(destination, describe(&e))
-        })?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_limited(response, limit).await.map_err(|e| Error::unreachable(destination, e))?;
-        let mut answer = http::Response::new(body);
-        *answer.status_mut() = status;
-        *answer.headers_mut() = headers;
-        Ok(answer)
+        })
     }
 }
 

@@ -9,7 +9,7 @@ pub mod thumbnail;
 use std::{sync::Arc, time::Duration};
 
 use ruma::{ServerName, UserId};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use self::{
     files::{Files, Staged},
@@ -56,12 +56,24 @@ pub struct Media {
     uploaded: Notify,
     /// One fetch or thumbnail generation per media ID at a time.
     busy: KeyedLocks<(String, String)>,
+    /// Images decoded at once: each may take `max_thumbnail_pixels` × 8 bytes, so many at once
+    /// (of different media) would take the memory and the cores.
+    decoding: Semaphore,
 }
 
 impl Media {
     pub fn new(config: Arc<Config>, storage: Arc<Storage>, client: Arc<FederationClient>) -> Result<Self> {
         let files = Files::open(config.media_path())?;
-        Ok(Self { config, storage, files, client, uploaded: Notify::new(), busy: KeyedLocks::default() })
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Self {
+            config,
+            storage,
+            files,
+            client,
+            uploaded: Notify::new(),
+            busy: KeyedLocks::default(),
+            decoding: Semaphore::new(cores.clamp(1, 4)),
+        })
     }
 
     pub fn max_upload_bytes(&self) -> u64 {
@@ -274,6 +286,7 @@ impl Media {
         if let Some(content) = self.cached_thumbnail(server, media_id, key).await? {
             return Ok(content);
         }
+        let _decoding = self.decoding.acquire().await.map_err(|_| Error::internal("decoder semaphore closed"))?;
         let max_pixels = self.config.media.max_thumbnail_pixels;
         let bytes = original.bytes;
         let (generated, bytes) = tokio::task::spawn_blocking(move || {

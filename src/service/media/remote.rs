@@ -6,7 +6,7 @@ use http::{HeaderMap, header};
 use ruma::ServerName;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     service::federation::client::{FederationClient, Signing},
 };
 
@@ -58,7 +58,7 @@ fn from_multipart(server: &ServerName, headers: &HeaderMap, body: &[u8], limit: 
         return Err(bad("redirects to a URL are not followed"));
     }
     if bytes.len() > limit {
-        return Err(bad("file too large"));
+        return Err(Error::new(ErrorKind::RemoteTooLarge, format!("{server}'s file is larger than {limit} bytes")));
     }
     Ok(Fetched {
         bytes: bytes.to_vec(),
