@@ -116,12 +116,15 @@ function avatar(text, key) {
 }
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full" });
 const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+
+/** The time of day for today's events, with the date for older ones; the full date on hover. */
 function timeEl(ts) {
     const date = new Date(ts);
-    return h("time", { datetime: date.toISOString(), title: fullFormat.format(date) }, timeFormat.format(date));
+    const today = date.toDateString() === new Date().toDateString();
+    return h("time", { datetime: date.toISOString(), title: fullFormat.format(date) }, (today ? timeFormat : dayFormat).format(date));
 }
 
 function toast(text, error = false) {

@@ -157,6 +157,7 @@ test("two people chat in real time in the browser", async () => {
     await a.getByRole("button", { name: /online/ }).click();
     await a.locator(`#member-list li[data-user="${bobId}"][data-presence="online"]`).waitFor({ timeout: 5000 });
     await a.locator("#online-count", { hasText: "2" }).waitFor();
+    await assertLabelled(a);
     await a.locator("#toast.show").waitFor({ state: "detached", timeout: 6000 });
     await a.screenshot({ path: join(shots, "chat-desktop.png") });
 
@@ -272,6 +273,19 @@ test("long-poll /sync takes over when WebSockets fail (or when asked), and a pho
     const took = await timeToSee(dave.page, c, "Hi from a desktop");
     assert.ok(took < REALTIME_MS * 2, `long-poll took ${took} ms`);
     await timeToSee(c, dave.page, "Hi from a phone");
+    // Dave makes a room; Carol joins it by typing its short code in the Join dialog.
+    const code = `garden-${randomUUID().slice(0, 6)}`;
+    await dave.page.getByRole("button", { name: "+ Room" }).click();
+    await dave.page.getByLabel("Name", { exact: true }).fill("Gardening");
+    await dave.page.getByLabel(/Short code/).fill(code);
+    await dave.page.getByRole("button", { name: "Create", exact: true }).click();
+    await dave.page.locator("#room-name", { hasText: "Gardening" }).waitFor();
+    await c.getByRole("button", { name: "Show rooms" }).click();
+    await c.getByRole("button", { name: "Join", exact: true }).click();
+    await c.getByLabel("Room code or link").fill(code);
+    await c.getByLabel("Room code or link").press("Enter");
+    await c.locator("#room-name", { hasText: "Gardening" }).waitFor();
+    await timeToSee(dave.page, c, "Tomatoes are in");
     // Nothing wider than the screen.
     assert.ok(await c.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
     await c.screenshot({ path: join(shots, "phone.png") });
@@ -345,6 +359,16 @@ async function serveFromDisk(context) {
         const name = new URL(route.request().url()).pathname.slice(1) || "index.html";
         route.fulfill({ body: readFileSync(join(web, name)), contentType: types[name.split(".").pop()] });
     });
+}
+
+/** Every control on screen (and in the dialogs) has an accessible name. */
+async function assertLabelled(page) {
+    const unnamed = await page.evaluate(() =>
+        [...document.querySelectorAll("button, input:not([type=hidden]), textarea, select, a[href]")]
+            .filter((el) => !el.closest("[hidden]") && el.type !== "file")
+            .filter((el) => !(el.labels?.length || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby") || el.textContent.trim()))
+            .map((el) => el.outerHTML.slice(0, 80)));
+    assert.deepEqual(unnamed, []);
 }
 
 /** One page sends an image and a text file; the other sees the image inline and downloads the file. */
