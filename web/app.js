@@ -141,6 +141,7 @@ const errorText = (e) => (e instanceof MatrixError ? e.message + (e.errcode ? ` 
 // ----- signing in -----
 
 let registering = false;
+let registrationFlows = null;
 
 async function showAuth() {
     $("app").hidden = true;
@@ -163,8 +164,10 @@ function setAuthMode(register) {
     $("auth-error").textContent = "";
     $("auth-token-row").hidden = true;
     if (register) {
-        // Ask the server whether it wants a registration token, to show the field up front.
-        new Client().registrationFlows().then((flows) => {
+        // Ask the server once whether it wants a registration token, to show the field up front
+        // (each ask starts an authentication session, which registration rate limits count).
+        registrationFlows ??= new Client().registrationFlows();
+        registrationFlows.then((flows) => {
             const needsToken = flows.length && flows.every((f) => f.stages.includes("m.login.registration_token"));
             if (registering) $("auth-token-row").hidden = !needsToken;
         });
