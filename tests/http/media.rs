@@ -142,6 +142,18 @@ async fn upload_and_download_with_type_and_name() {
         let reply = get(&server, path, alice.tok()).await;
         assert_eq!(reply.json()["m.upload.size"], 50 * 1024 * 1024);
     }
+    // Uploads may be larger than the general body limit (1 MiB), and come back whole, streamed.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let reply = upload(&server, &alice, &big, "application/octet-stream", Some("big.bin")).await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    let (_, big_id) = parts(reply.json()["content_uri"].as_str().unwrap());
+    let reply = get(&server, &format!("/_matrix/client/v1/media/download/{origin}/{big_id}"), alice.tok()).await;
+    assert_eq!(
+        (reply.header("content-length"), reply.header("content-disposition")),
+        ("3000000", "attachment; filename=\"big.bin\"")
+    );
+    assert!(reply.body == big);
+
     // URL previews are not offered, and say so.
     get(&server, "/_matrix/client/v1/media/preview_url?url=https://example.org", alice.tok())
         .await

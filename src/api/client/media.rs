@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use ruma::OwnedServerName;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio_util::io::ReaderStream;
 
 use crate::{
     api::extract::{Auth, Path, Query},
@@ -186,12 +187,12 @@ async fn download_as(
     filename: Option<String>,
     query: &DownloadQuery,
 ) -> Result<Response> {
-    let mut content =
-        services.media.download(server, media_id, fetch_options(query.allow_remote, query.timeout_ms)).await?;
-    if filename.is_some() {
-        content.filename = filename;
-    }
-    Ok(content_response(content))
+    let opened = services.media.open(server, media_id, fetch_options(query.allow_remote, query.timeout_ms)).await?;
+    let filename = filename.or(opened.filename);
+    let mut response = (StatusCode::OK, Body::from_stream(ReaderStream::new(opened.file))).into_response();
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(opened.size));
+    add_content_headers(&mut response, opened.content_type, filename.as_deref());
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -242,9 +243,14 @@ pub async fn config(State(services): State<Arc<Services>>, _auth: AnyAuth) -> Js
 
 /// A file as a response, with the headers that keep a browser from running it.
 pub fn content_response(content: Content) -> Response {
-    let disposition = content_disposition(content.content_type.as_deref(), content.filename.as_deref());
-    let content_type = content.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
     let mut response = (StatusCode::OK, content.bytes).into_response();
+    add_content_headers(&mut response, content.content_type, content.filename.as_deref());
+    response
+}
+
+fn add_content_headers(response: &mut Response, content_type: Option<String>, filename: Option<&str>) {
+    let disposition = content_disposition(content_type.as_deref(), filename);
+    let content_type = content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -258,7 +264,6 @@ pub fn content_response(content: Content) -> Response {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Media never changes under its ID.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400, s-maxage=86400"));
-    response
 }
 
 /// `inline` for the spec's safe types, `attachment` otherwise; the file name as a quoted string

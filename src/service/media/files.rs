@@ -106,6 +106,18 @@ impl Files {
         }
     }
 
+    /// A file opened for reading, with its size, or `None` if it is not there.
+    pub async fn open_file(&self, path: &Path) -> Result<Option<(tokio::fs::File, u64)>> {
+        match tokio::fs::File::open(path).await {
+            Ok(file) => {
+                let size = file.metadata().await.map_err(io_error)?.len();
+                Ok(Some((file, size)))
+            }
+            Err(e) if e.kind() == IoErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
     /// The file of some media's content.
     pub fn original(&self, server: &str, media_id: &str) -> PathBuf {
         let name = file_name(server, media_id);

@@ -38,6 +38,14 @@ pub struct Content {
     pub filename: Option<String>,
 }
 
+/// A stored file opened for streaming, with what the uploader said about it.
+pub struct Opened {
+    pub file: tokio::fs::File,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+}
+
 /// What a download may do.
 #[derive(Clone, Copy)]
 pub struct Fetch {
@@ -216,6 +224,28 @@ impl Media {
         let record =
             self.store(server.as_str(), media_id, staged, fetched.content_type, fetched.filename, None).await?;
         Ok(Content { bytes: fetched.bytes, content_type: record.content_type, filename: record.filename })
+    }
+
+    /// Like [`Media::download`], but the file opened rather than read, for serving it as a
+    /// stream (a file may be as large as the upload limit).
+    pub async fn open(&self, server: &ServerName, media_id: &str, fetch: Fetch) -> Result<Opened> {
+        validate_media_id(media_id)?;
+        if server == self.config.server_name {
+            self.wait_for_upload(server.as_str(), media_id, fetch.timeout).await?;
+        } else if let Some(opened) = self.open_stored(server.as_str(), media_id).await? {
+            return Ok(opened);
+        } else {
+            self.download(server, media_id, fetch).await?;
+        }
+        self.open_stored(server.as_str(), media_id).await?.ok_or_else(|| Error::not_found("Media not found"))
+    }
+
+    async fn open_stored(&self, server: &str, media_id: &str) -> Result<Option<Opened>> {
+        let Some(record) = self.storage.media(server, media_id)?.filter(|r| !r.pending) else { return Ok(None) };
+        let Some((file, size)) = self.files.open_file(&self.files.original(server, media_id)).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Opened { file, size, content_type: record.content_type, filename: record.filename }))
     }
 
     /// Local media with content, waiting up to `timeout` for a pending async upload.
