@@ -428,6 +428,35 @@ async fn myelin_and_synapse_share_rooms_both_ways() {
         eventually("alice's presence on Synapse", || async { s.sees_status(&sam, &alice.user_id, "on myelin").await })
             .await;
 
+        // Device keys both ways: each side's /keys/query for the other's user goes to the other
+        // server (Synapse: /user/keys/query or /user/devices, both served by Myelin).
+        for (side, user) in [(&m, &alice), (&s, &sam)] {
+            let keys = json!({
+                "user_id": user.user_id,
+                "device_id": user.device_id,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+                "keys": {
+                    format!("ed25519:{}", user.device_id): format!("ed-{}", user.device_id),
+                    format!("curve25519:{}", user.device_id): format!("curve-{}", user.device_id),
+                },
+                // Unsigned: both servers store such keys (clients would refuse them).
+                "signatures": {},
+            });
+            let (status, body) = side
+                .request(Method::POST, "/_matrix/client/v3/keys/upload", user, Some(json!({ "device_keys": keys })))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        for (side, user, other) in [(&m, &alice, &sam), (&s, &sam, &alice)] {
+            eventually("the other side's device keys", || async {
+                let body = json!({ "device_keys": { &other.user_id: [] } });
+                let (_, keys) = side.request(Method::POST, "/_matrix/client/v3/keys/query", user, Some(body)).await;
+                keys["device_keys"][&other.user_id][&other.device_id]["keys"][format!("ed25519:{}", other.device_id)]
+                    == format!("ed-{}", other.device_id)
+            })
+            .await;
+        }
+
         // Invites both ways, accepted by joining.
         let sue = synapse.register("sue").await;
         let path = format!("/_matrix/client/v3/rooms/{}/invite", encode(&lobby));
