@@ -11,10 +11,10 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use ruma::{EventId, OwnedDeviceId, OwnedEventId};
+use ruma::{EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value};
 
-use super::Pdu;
+use super::{Pdu, receipts::UnreadMemo};
 use crate::storage::{RelationRecord, StoredEvent};
 
 /// Bytes of parsed events kept (weighed by their JSON sizes, roughly what they take in memory).
@@ -23,6 +23,8 @@ const EVENT_BYTES: u64 = 12 * 1024 * 1024;
 const SNAPSHOT_ENTRIES: usize = 100_000;
 /// Events whose relations (often none) are kept.
 const RELATION_ENTRIES: usize = 20_000;
+/// Users' unread counts in rooms kept between syncs.
+const UNREAD_ENTRIES: usize = 20_000;
 
 /// An event as reads need it: parsed, with its server-side `unsigned` extras and the transaction
 /// it was sent with (a stored event less its signed JSON).
@@ -60,6 +62,10 @@ pub(super) struct RoomCaches {
     events: quick_cache::sync::Cache<u64, Arc<CachedEvent>, EventWeigher>,
     snapshots: quick_cache::sync::Cache<u64, (u64, u64)>,
     relations: quick_cache::sync::Cache<OwnedEventId, Relations>,
+    unread: quick_cache::sync::Cache<(OwnedRoomId, OwnedUserId), UnreadMemo>,
+    /// The snapshot after a room's latest event at or before a stream position, by `(short
+    /// room, position)`: syncs ask for the same few positions over and over.
+    positions: quick_cache::sync::Cache<(u64, u64), Option<u64>>,
     /// Counts invalidations; see the module's comment.
     epoch: AtomicU64,
     /// Held while checking the epoch and filling, and while invalidating.
@@ -72,6 +78,8 @@ impl RoomCaches {
             events: quick_cache::sync::Cache::with_weighter(20_000, EVENT_BYTES, EventWeigher),
             snapshots: quick_cache::sync::Cache::new(SNAPSHOT_ENTRIES),
             relations: quick_cache::sync::Cache::new(RELATION_ENTRIES),
+            unread: quick_cache::sync::Cache::new(UNREAD_ENTRIES),
+            positions: quick_cache::sync::Cache::new(SNAPSHOT_ENTRIES),
             epoch: AtomicU64::new(0),
             fill: Mutex::new(()),
         }
@@ -105,12 +113,37 @@ impl RoomCaches {
         self.snapshots.insert(short, snapshots);
     }
 
+    pub(super) fn snapshot_at(&self, short_room: u64, position: u64) -> Option<Option<u64>> {
+        self.positions.get(&(short_room, position))
+    }
+
+    /// Only for positions already reached by the stream: later events come after them, so the
+    /// answer never changes.
+    pub(super) fn fill_snapshot_at(&self, short_room: u64, position: u64, snapshot: Option<u64>) {
+        self.positions.insert((short_room, position), snapshot);
+    }
+
     pub(super) fn relations(&self, target: &EventId) -> Option<Relations> {
         self.relations.get(target)
     }
 
     pub(super) fn fill_relations(&self, epoch: u64, target: &EventId, relations: Relations) {
         self.fill_if_current(epoch, || self.relations.insert(target.to_owned(), relations));
+    }
+
+    pub(super) fn unread(&self, key: &(OwnedRoomId, OwnedUserId)) -> Option<UnreadMemo> {
+        self.unread.get(key)
+    }
+
+    pub(super) fn fill_unread(&self, epoch: u64, key: (OwnedRoomId, OwnedUserId), memo: UnreadMemo) {
+        self.fill_if_current(epoch, || self.unread.insert(key, memo));
+    }
+
+    /// Drops a user's unread counts in a room, after a receipt or a change of their membership.
+    pub(super) fn forget_unread(&self, room_id: &RoomId, user: &UserId) {
+        let _fill = self.fill.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.unread.remove(&(room_id.to_owned(), user.to_owned()));
     }
 
     /// Drops what committed writes changed: rewritten events, and the relations of events that

@@ -742,6 +742,14 @@ impl Rooms {
         let shorts: Vec<u64> = staged.iter().map(|s| s.short_event).collect();
         let targets: Vec<OwnedEventId> = staged.iter().filter_map(|s| relation_of(&s.pdu)).map(|(t, _)| t).collect();
         self.caches.invalidate(&shorts, targets.iter().map(|t| &**t));
+        // A member event changes its user's display name (mentions) or join (unread from).
+        for staged in &staged {
+            if staged.pdu.kind == TimelineEventType::RoomMember
+                && let Some(user) = staged.pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+            {
+                self.caches.forget_unread(&staged.pdu.room_id, &user);
+            }
+        }
         let mut positions = positions.into_iter();
         Ok(staged
             .into_iter()

@@ -170,10 +170,28 @@ impl Rooms {
     /// The state after the room's latest event at or before a stream position.
     pub fn state_at_position(&self, room_id: &RoomId, position: u64) -> Result<Arc<StateMap>> {
         let room = self.room_exists(room_id)?;
-        match self.storage.timeline_at(room.short_id, position)? {
-            Some((_, short)) => Ok(self.event_states(short)?.1),
+        match self.snapshot_at_position(room.short_id, position)? {
+            Some(snapshot) => self.state.full(snapshot),
             None => Ok(Arc::default()),
         }
+    }
+
+    /// The snapshot after the room's latest event at or before a stream position (`None` before
+    /// its first event).
+    pub fn snapshot_at_position(&self, short_room: u64, position: u64) -> Result<Option<u64>> {
+        if let Some(snapshot) = self.caches.snapshot_at(short_room, position) {
+            return Ok(snapshot);
+        }
+        // Read before the timeline: only events committed by then are surely in what it reads.
+        let reached = self.storage.stream_position();
+        let snapshot = match self.storage.timeline_at(short_room, position)? {
+            Some((_, short)) => Some(self.event_snapshots(short)?.1),
+            None => None,
+        };
+        if position <= reached {
+            self.caches.fill_snapshot_at(short_room, position, snapshot);
+        }
+        Ok(snapshot)
     }
 
     /// Members with their display name and avatar, for `/joined_members`.

@@ -17,6 +17,8 @@ use crate::{
 const NOTIFYING: [&str; 4] = ["m.room.message", "m.room.encrypted", "m.sticker", "m.poll.start"];
 /// Unread counts stop here; clients show "99+".
 const MAX_UNREAD: usize = 100;
+/// Events looked at in one count at most; the next sync goes on from there.
+const MAX_UNREAD_SCAN: usize = 1000;
 
 impl Rooms {
     /// Sets a user's receipt. `thread` is `None` for an unthreaded receipt, `main` or a thread
@@ -62,6 +64,7 @@ impl Rooms {
         }
         batch.put_receipt(room.short_id, receipt, replaces);
         self.storage.commit(batch).await?;
+        self.caches.forget_unread(room_id, user);
         self.sender.wake(&queued);
         if kind == "m.read" {
             self.notify_members(room_id, std::iter::empty());
@@ -129,38 +132,70 @@ impl Rooms {
                 .map(|event| event.position)
                 .max()
         };
-        // Without a receipt, count from the user's join.
-        let after = match read_up_to("") {
-            Some(position) => position,
-            None => self.storage.membership(user, room_id)?.and_then(|m| m.last_join).unwrap_or(until),
+        let key = (room_id.to_owned(), user.to_owned());
+        let epoch = self.caches.epoch();
+        // Counted up to an earlier sync: only the events since are looked at.
+        let mut memo = match self.caches.unread(&key) {
+            Some(memo) if memo.until <= until => memo,
+            _ => {
+                // Without a receipt, count from the user's join.
+                let after = match read_up_to("") {
+                    Some(position) => position,
+                    None => self.storage.membership(user, room_id)?.and_then(|m| m.last_join).unwrap_or(until),
+                };
+                let display_name = self
+                    .current_state_event(room_id, "m.room.member", user.as_str())?
+                    .and_then(|pdu| pdu.content_str("displayname"));
+                UnreadMemo { until: after, display_name, threads: HashMap::new(), notifications: 0, highlights: 0 }
+            }
         };
-        let mut threads: HashMap<String, u64> = HashMap::new();
-        let (mut notifications, mut highlights) = (0, 0);
-        let display_name = self
-            .current_state_event(room_id, "m.room.member", user.as_str())?
-            .and_then(|pdu| pdu.content_str("displayname"));
-        for (position, short) in self.storage.timeline_fwd(short_room, after, until, MAX_UNREAD * 4)? {
-            let Some(pdu) = self.event(short)? else { continue };
-            if pdu.sender == user || !NOTIFYING.contains(&pdu.kind.to_string().as_str()) {
-                continue;
+        let mut scanned = 0;
+        while memo.until < until && memo.notifications < MAX_UNREAD && scanned < MAX_UNREAD_SCAN {
+            let chunk = self.storage.timeline_fwd(short_room, memo.until, until, 64)?;
+            let Some(&(last, _)) = chunk.last() else { break };
+            for (position, short) in chunk {
+                scanned += 1;
+                let Some(pdu) = self.event(short)? else { continue };
+                if pdu.sender == user || !NOTIFYING.contains(&pdu.kind.to_string().as_str()) {
+                    continue;
+                }
+                // Parsed once, and only the fields looked at.
+                let content: Notable = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+                let thread = content.thread_root().unwrap_or_else(|| "main".to_owned());
+                if position <= *memo.threads.entry(thread).or_insert_with_key(|t| read_up_to(t).unwrap_or(0)) {
+                    continue;
+                }
+                memo.notifications += 1;
+                if content.mentions(user, memo.display_name.as_deref()) {
+                    memo.highlights += 1;
+                }
+                if memo.notifications == MAX_UNREAD {
+                    break;
+                }
             }
-            // Parsed once, and only the fields looked at: this runs for every unread event of
-            // every room in every sync.
-            let content: Notable = serde_json::from_str(pdu.content.get()).unwrap_or_default();
-            let thread = content.thread_root().unwrap_or_else(|| "main".to_owned());
-            if position <= *threads.entry(thread).or_insert_with_key(|t| read_up_to(t).unwrap_or(0)) {
-                continue;
-            }
-            notifications += 1;
-            if content.mentions(user, display_name.as_deref()) {
-                highlights += 1;
-            }
-            if notifications == MAX_UNREAD {
-                break;
-            }
+            memo.until = last;
         }
-        Ok((notifications, highlights))
+        if memo.notifications == MAX_UNREAD || scanned < MAX_UNREAD_SCAN {
+            memo.until = until;
+        }
+        let counts = (memo.notifications, memo.highlights);
+        self.caches.fill_unread(epoch, key, memo);
+        Ok(counts)
     }
+}
+
+/// Unread counts of a user in a room, counted up to a stream position, so that the next sync
+/// counts only the events since. Receipts and the user's member event (their display name, their
+/// join) invalidate it.
+#[derive(Clone)]
+pub(super) struct UnreadMemo {
+    /// Counted up to here.
+    until: u64,
+    display_name: Option<String>,
+    /// Read positions of the threads looked up so far (`main` outside threads).
+    threads: HashMap<String, u64>,
+    notifications: usize,
+    highlights: usize,
 }
 
 /// The fields of an event's content that unread counts read; the others are skipped without being

@@ -273,13 +273,22 @@ impl Builder<'_> {
             return Ok(None);
         }
         let (notifications, highlights) = rooms.unread_counts(room_id, room.short_id, self.user(), until)?;
-        let mut body = json!({
-            "timeline": { "events": timeline.events, "limited": timeline.limited, "prev_batch": timeline.prev_batch },
-            "state": { "events": state },
-            "account_data": { "events": account_data },
-            "ephemeral": { "events": ephemeral },
-            "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
-        });
+        // Assembled by moving the events in (`json!` would copy each of them).
+        let events = |events: Vec<Value>| Value::Object(Map::from_iter([("events".to_owned(), Value::Array(events))]));
+        let mut timeline_body = Map::new();
+        timeline_body.insert("events".into(), Value::Array(timeline.events));
+        timeline_body.insert("limited".into(), Value::Bool(timeline.limited));
+        timeline_body.insert("prev_batch".into(), Value::String(timeline.prev_batch));
+        let mut body = Value::Object(Map::from_iter([
+            ("timeline".to_owned(), Value::Object(timeline_body)),
+            ("state".to_owned(), events(state)),
+            ("account_data".to_owned(), events(account_data)),
+            ("ephemeral".to_owned(), events(ephemeral)),
+            (
+                "unread_notifications".to_owned(),
+                json!({ "notification_count": notifications, "highlight_count": highlights }),
+            ),
+        ]));
         if membership_changed {
             body["summary"] = self.summary(&room)?;
         }
