@@ -239,6 +239,20 @@ impl Side<'_> {
         body
     }
 
+    /// `device_lists.changed` of the user's sync since `since` (waiting a little, with another
+    /// `timeout` each time for Synapse's cache).
+    async fn changed_since(&self, user: &User, since: &str) -> Vec<String> {
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = format!("/_matrix/client/v3/sync?since={}&timeout={n}", encode(since));
+        let (status, body) = self.request(Method::GET, &path, user, None).await;
+        assert_eq!(status, 200, "{body}");
+        body["device_lists"]["changed"]
+            .as_array()
+            .map(|users| users.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether `who` is typing in the room, as the user's sync says.
     async fn typing(&self, user: &User, room_id: &str, who: &str) -> bool {
         let sync = self.sync(user).await;
@@ -306,6 +320,24 @@ impl Side<'_> {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Uploads identity keys for the user's device, unsigned (both servers store such keys; clients
+/// would refuse them), with `ed25519` key `ed-{device}`.
+async fn upload_device_keys(side: &Side<'_>, user: &User) {
+    let keys = json!({
+        "user_id": user.user_id,
+        "device_id": user.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("ed25519:{}", user.device_id): format!("ed-{}", user.device_id),
+            format!("curve25519:{}", user.device_id): format!("curve-{}", user.device_id),
+        },
+        "signatures": {},
+    });
+    let (status, body) =
+        side.request(Method::POST, "/_matrix/client/v3/keys/upload", user, Some(json!({ "device_keys": keys }))).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 fn numbered(prefix: &str, count: usize) -> Vec<String> {
@@ -430,23 +462,8 @@ async fn myelin_and_synapse_share_rooms_both_ways() {
 
         // Device keys both ways: each side's /keys/query for the other's user goes to the other
         // server (Synapse: /user/keys/query or /user/devices, both served by Myelin).
-        for (side, user) in [(&m, &alice), (&s, &sam)] {
-            let keys = json!({
-                "user_id": user.user_id,
-                "device_id": user.device_id,
-                "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-                "keys": {
-                    format!("ed25519:{}", user.device_id): format!("ed-{}", user.device_id),
-                    format!("curve25519:{}", user.device_id): format!("curve-{}", user.device_id),
-                },
-                // Unsigned: both servers store such keys (clients would refuse them).
-                "signatures": {},
-            });
-            let (status, body) = side
-                .request(Method::POST, "/_matrix/client/v3/keys/upload", user, Some(json!({ "device_keys": keys })))
-                .await;
-            assert_eq!(status, 200, "{body}");
-        }
+        upload_device_keys(&m, &alice).await;
+        upload_device_keys(&s, &sam).await;
         for (side, user, other) in [(&m, &alice, &sam), (&s, &sam, &alice)] {
             eventually("the other side's device keys", || async {
                 let body = json!({ "device_keys": { &other.user_id: [] } });
@@ -456,6 +473,32 @@ async fn myelin_and_synapse_share_rooms_both_ways() {
             })
             .await;
         }
+
+        // A new device of each: the other server hears of it (m.device_list_update) and its
+        // user's sync lists the owner in device_lists.changed.
+        let since_alice = m.sync(&alice).await["next_batch"].as_str().unwrap().to_owned();
+        let since_sam = s.sync(&sam).await["next_batch"].as_str().unwrap().to_owned();
+        let login = |user: &User| {
+            json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": user.user_id },
+                "password": "password",
+            })
+        };
+        let (status, body) = s.request(Method::POST, "/_matrix/client/v3/login", &sam, Some(login(&sam))).await;
+        assert_eq!(status, 200, "{body}");
+        upload_device_keys(&s, &User::from_login(&body, "password")).await;
+        let (status, body) = m.request(Method::POST, "/_matrix/client/v3/login", &alice, Some(login(&alice))).await;
+        assert_eq!(status, 200, "{body}");
+        upload_device_keys(&m, &User::from_login(&body, "password")).await;
+        eventually("sam's new device in alice's sync", || async {
+            m.changed_since(&alice, &since_alice).await.contains(&sam.user_id)
+        })
+        .await;
+        eventually("alice's new device in sam's sync", || async {
+            s.changed_since(&sam, &since_sam).await.contains(&alice.user_id)
+        })
+        .await;
 
         // Invites both ways, accepted by joining.
         let sue = synapse.register("sue").await;
