@@ -176,8 +176,9 @@ impl E2ee {
     /// `/keys/query`: the identity keys of the devices asked for (every device for an empty
     /// list), with the device's display name, and the users' cross-signing keys (the user-signing
     /// key only to its owner). `requester` sees the signatures they made of others' master keys;
-    /// `None` (another server asking) sees only the owners' own. Users of other servers are in
-    /// `failures` (by server) until federation asks them.
+    /// `None` (another server asking) sees only the owners' own. For local users: other servers'
+    /// users are asked of their servers (`Services::query_keys`); any given here are in
+    /// `failures`.
     pub fn query(
         &self,
         requester: Option<&UserId>,
@@ -551,7 +552,7 @@ struct NewSignature {
 
 /// What `failures` says about a user of another server.
 fn remote_failure() -> Value {
-    json!({ "status": 503, "message": "Keys of other servers' users are not available yet" })
+    json!({ "status": 503, "message": "Keys of other servers' users are asked of their servers" })
 }
 
 fn failure(errcode: &str, error: impl std::fmt::Display) -> Value {
