@@ -246,6 +246,9 @@ pub struct RateLimitsConfig {
     pub invites: Rate,
     /// Media uploads per user (`/upload`, `/create`).
     pub media_uploads: Rate,
+    /// Messages, joins, invites and uploads are limited per client address too, at this many
+    /// times the per-user rate and burst (users behind one NAT share an address).
+    pub address_multiplier: f64,
 }
 
 impl Default for RateLimitsConfig {
@@ -260,6 +263,7 @@ impl Default for RateLimitsConfig {
             joins: Rate { per_second: 0.1, burst: 10 },
             invites: Rate { per_second: 0.02, burst: 10 },
             media_uploads: Rate { per_second: 1.0, burst: 20 },
+            address_multiplier: 10.0,
         }
     }
 }
@@ -330,6 +334,10 @@ pub struct FederationConfig {
     /// After failing this long, a destination's queues are trimmed at each failed try (the latest
     /// event of each room and the newest EDUs stay), so they stay bounded while it is down.
     pub catch_up_after_secs: u64,
+    /// Authenticated requests of one other server handled at once; more wait their turn.
+    pub max_concurrent_requests_per_origin: usize,
+    /// Requests of one other server waiting for a turn; beyond them, `429 M_LIMIT_EXCEEDED`.
+    pub max_queued_requests_per_origin: usize,
 }
 
 /// Addresses that are not on the public internet, as in Synapse's `ip_range_blacklist` (plus
@@ -372,6 +380,8 @@ impl Default for FederationConfig {
             retry_min_ms: 5_000,
             retry_max_secs: 3_600,
             catch_up_after_secs: 3_600,
+            max_concurrent_requests_per_origin: 3,
+            max_queued_requests_per_origin: 50,
         }
     }
 }
@@ -547,6 +557,9 @@ impl Config {
                 );
             }
         }
+        if !(rl.address_multiplier >= 1.0 && rl.address_multiplier.is_finite()) {
+            return fail("rate_limits.address_multiplier", "must be a number of at least 1");
+        }
         if !SUPPORTED_ROOM_VERSIONS.contains(&self.rooms.default_version) {
             return fail("rooms.default_version", "must be a room version from 1 to 12");
         }
@@ -562,6 +575,9 @@ impl Config {
         if fed.key_validity_secs < 3600 {
             // The spec asks servers not to publish keys that expire within the hour.
             return fail("federation.key_validity_secs", "must be at least 3600");
+        }
+        if fed.max_concurrent_requests_per_origin == 0 {
+            return fail("federation.max_concurrent_requests_per_origin", "must be at least 1");
         }
         if fed.request_timeout_secs == 0 {
             return fail("federation.request_timeout_secs", "must be at least 1");

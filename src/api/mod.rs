@@ -8,6 +8,9 @@ mod federation;
 mod synapse_admin;
 mod web;
 
+/// For the fuzz targets (`crate::fuzzing`).
+pub use federation::auth::parse_x_matrix;
+
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -39,6 +42,7 @@ pub fn federation_router(services: Arc<Services>) -> Router {
     federation::routes()
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(federation::auth::hold_origin_permit))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(trace_layer())

@@ -225,6 +225,47 @@ async fn sends_joins_and_invites_are_limited_per_user() {
 }
 
 #[tokio::test]
+async fn sends_and_uploads_are_limited_per_address_too() {
+    // Per user two; per address three (1.5 times): every test client comes from 127.0.0.1.
+    let server = TestServer::start_with(&[
+        ("MYELIN_RATE_LIMITS__ENABLED", "true"),
+        ("MYELIN_RATE_LIMITS__MESSAGES__PER_SECOND", "0.01"),
+        ("MYELIN_RATE_LIMITS__MESSAGES__BURST", "2"),
+        ("MYELIN_RATE_LIMITS__MEDIA_UPLOADS__PER_SECOND", "0.01"),
+        ("MYELIN_RATE_LIMITS__MEDIA_UPLOADS__BURST", "2"),
+        ("MYELIN_RATE_LIMITS__ADDRESS_MULTIPLIER", "1.5"),
+    ])
+    .await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (_, created) =
+        server.post("/_matrix/client/v3/createRoom", alice.tok(), json!({ "preset": "public_chat" })).await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.post(&format!("/_matrix/client/v3/join/{room}"), bob.tok(), json!({})).await.0, 200);
+    let send = |token: Option<&str>, txn: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let token = token.map(str::to_owned);
+        let server = &server;
+        async move { server.put(&path, token.as_deref(), json!({ "msgtype": "m.text", "body": "hi" })).await }
+    };
+    assert_eq!(send(alice.tok(), "a1").await.0, 200);
+    assert_eq!(send(alice.tok(), "a2").await.0, 200);
+    assert_error(&send(alice.tok(), "a3").await, 429, "M_LIMIT_EXCEEDED");
+    // Bob has both his tokens, but the address has one left.
+    assert_eq!(send(bob.tok(), "b1").await.0, 200);
+    let refused = send(bob.tok(), "b2").await;
+    assert_error(&refused, 429, "M_LIMIT_EXCEEDED");
+    assert!(refused.1["retry_after_ms"].as_u64().unwrap() > 0);
+
+    // Uploads likewise (`/create` counts as one): two of alice's, one of bob's, then the
+    // address is spent.
+    for (user, expected) in [(&alice, 200), (&alice, 200), (&bob, 200), (&bob, 429)] {
+        let status = server.post("/_matrix/media/v1/create", user.tok(), json!({})).await.0;
+        assert_eq!(status, expected);
+    }
+}
+
+#[tokio::test]
 async fn failed_logins_are_limited_per_account() {
     let server = TestServer::start_with(&[
         ("MYELIN_RATE_LIMITS__ENABLED", "true"),

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
 use crate::{
-    api::extract::{Auth, Path, Query},
+    api::extract::{Auth, ClientIp, Path, Query},
     error::{Error, ErrorKind, Result},
     service::{
         Services,
@@ -69,18 +69,23 @@ pub struct UploadQuery {
 pub async fn upload(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check(Limit::MediaUpload, session.user_id.as_str())?;
+    services.rate_limits.check_user(Limit::MediaUpload, &session.user_id, &ip)?;
     let staged = receive(&services, &headers, body).await?;
     let uri = services.media.upload(&session.user_id, staged, content_type(&headers), query.filename).await?;
     Ok(Json(json!({ "content_uri": uri })))
 }
 
-pub async fn create(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
-    services.rate_limits.check(Limit::MediaUpload, session.user_id.as_str())?;
+pub async fn create(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    ClientIp(ip): ClientIp,
+) -> Result<Json<Value>> {
+    services.rate_limits.check_user(Limit::MediaUpload, &session.user_id, &ip)?;
     let (uri, expires_at) = services.media.create(&session.user_id).await?;
     Ok(Json(json!({ "content_uri": uri, "unused_expires_at": expires_at })))
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    api::extract::{self, Auth, OptionalJson, Path, Query},
+    api::extract::{self, Auth, ClientIp, OptionalJson, Path, Query},
     error::{Error, Result},
     service::{
         Services,
@@ -26,33 +26,36 @@ fn viewer(session: &Session) -> Viewer<'_> {
 pub async fn send(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path((room_id, kind, txn_id)): Path<(OwnedRoomId, String, String)>,
     extract::Json(content): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let scope = format!("send/{room_id}/{kind}");
     let txn = Transaction { device_id: session.device_id.clone(), txn_id, scope };
-    send_message(&services, &session, &room_id, &kind, content, Some(txn)).await
+    send_message(&services, &session, &ip, &room_id, &kind, content, Some(txn)).await
 }
 
 /// `POST /rooms/{roomId}/send/{eventType}`: without a transaction ID (not idempotent).
 pub async fn send_without_txn(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path((room_id, kind)): Path<(OwnedRoomId, String)>,
     extract::Json(content): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    send_message(&services, &session, &room_id, &kind, content, None).await
+    send_message(&services, &session, &ip, &room_id, &kind, content, None).await
 }
 
 async fn send_message(
     services: &Services,
     session: &Session,
+    ip: &str,
     room_id: &RoomId,
     kind: &str,
     content: Map<String, Value>,
     txn: Option<Transaction>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check(Limit::Message, session.user_id.as_str())?;
+    services.rate_limits.check_user(Limit::Message, &session.user_id, ip)?;
     let draft = EventDraft::new(TimelineEventType::from(kind), canonical_content(content)?);
     let appended = services.rooms.send(room_id, &session.user_id, draft, txn).await?;
     services.mark_active(&session.user_id);
@@ -71,10 +74,11 @@ pub struct StatePath {
 pub async fn put_state(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path(path): Path<StatePath>,
     extract::Json(content): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check(Limit::Message, session.user_id.as_str())?;
+    services.rate_limits.check_user(Limit::Message, &session.user_id, &ip)?;
     let event_id =
         services.rooms.send_state(&path.room_id, &session.user_id, &path.event_type, &path.state_key, content).await?;
     Ok(Json(json!({ "event_id": event_id })))
@@ -120,12 +124,13 @@ pub struct RedactBody {
 pub async fn redact(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path((room_id, event_id, txn_id)): Path<(OwnedRoomId, OwnedEventId, String)>,
     OptionalJson(body): OptionalJson<RedactBody>,
 ) -> Result<Json<Value>> {
     let txn =
         Transaction { device_id: session.device_id.clone(), txn_id, scope: format!("redact/{room_id}/{event_id}") };
-    services.rate_limits.check(Limit::Message, session.user_id.as_str())?;
+    services.rate_limits.check_user(Limit::Message, &session.user_id, &ip)?;
     let appended = services.rooms.redact(&room_id, &session.user_id, &event_id, body.reason, Some(txn)).await?;
     Ok(Json(json!({ "event_id": appended.pdu.event_id })))
 }
@@ -134,10 +139,11 @@ pub async fn redact(
 pub async fn redact_without_txn(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     OptionalJson(body): OptionalJson<RedactBody>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check(Limit::Message, session.user_id.as_str())?;
+    services.rate_limits.check_user(Limit::Message, &session.user_id, &ip)?;
     let appended = services.rooms.redact(&room_id, &session.user_id, &event_id, body.reason, None).await?;
     Ok(Json(json!({ "event_id": appended.pdu.event_id })))
 }

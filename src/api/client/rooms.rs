@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    api::extract::{self, Auth, OptionalJson, Path},
+    api::extract::{self, Auth, ClientIp, OptionalJson, Path},
     error::{Error, Result},
     service::{
         Services,
@@ -115,32 +115,35 @@ fn reason_and_extra(mut body: Map<String, Value>) -> Result<(Option<String>, Map
 pub async fn join_by_id_or_alias(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path(id_or_alias): Path<String>,
     RawQuery(query): RawQuery,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let (room_id, mut servers) = resolve(&services, &id_or_alias).await?;
     servers.splice(0..0, via_servers(query.as_deref()));
-    join(&services, &session.user_id, &room_id, servers, body).await
+    join(&services, &session.user_id, &ip, &room_id, servers, body).await
 }
 
 pub async fn join_room(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path(room_id): Path<OwnedRoomId>,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    join(&services, &session.user_id, &room_id, Vec::new(), body).await
+    join(&services, &session.user_id, &ip, &room_id, Vec::new(), body).await
 }
 
 async fn join(
     services: &Services,
     user: &ruma::UserId,
+    ip: &str,
     room_id: &RoomId,
     servers: Vec<OwnedServerName>,
     body: Map<String, Value>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check(Limit::Join, user.as_str())?;
+    services.rate_limits.check_user(Limit::Join, user, ip)?;
     let (reason, extra) = reason_and_extra(body)?;
     // Clients' extra keys go into the member content, but not what only the server may set.
     let extra = extra.into_iter().filter(|(key, _)| !matches!(key.as_str(), "third_party_signed")).collect();
@@ -151,6 +154,7 @@ async fn join(
 pub async fn knock(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path(id_or_alias): Path<String>,
     RawQuery(query): RawQuery,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
@@ -158,7 +162,7 @@ pub async fn knock(
     let (room_id, mut servers) = resolve(&services, &id_or_alias).await?;
     servers.splice(0..0, via_servers(query.as_deref()));
     let (reason, _) = reason_and_extra(body)?;
-    services.rate_limits.check(Limit::Join, session.user_id.as_str())?;
+    services.rate_limits.check_user(Limit::Join, &session.user_id, &ip)?;
     services.knock_room(&session.user_id, &room_id, servers, reason).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
@@ -196,13 +200,14 @@ macro_rules! targeted {
         pub async fn $name(
             State(services): State<Arc<Services>>,
             Auth(session): Auth,
+            ClientIp(ip): ClientIp,
             Path(room_id): Path<OwnedRoomId>,
             extract::Json(request): extract::Json<TargetRequest>,
         ) -> Result<Json<Value>> {
             let change: fn(OwnedUserId, Option<String>) -> MembershipChange = $change;
             let limit: Option<Limit> = $limit;
             if let Some(limit) = limit {
-                services.rate_limits.check(limit, session.user_id.as_str())?;
+                services.rate_limits.check_user(limit, &session.user_id, &ip)?;
             }
             services
                 .rooms
@@ -216,10 +221,11 @@ macro_rules! targeted {
 pub async fn invite(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
+    ClientIp(ip): ClientIp,
     Path(room_id): Path<OwnedRoomId>,
     extract::Json(request): extract::Json<TargetRequest>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check(Limit::Invite, session.user_id.as_str())?;
+    services.rate_limits.check_user(Limit::Invite, &session.user_id, &ip)?;
     services.invite_user(&room_id, &session.user_id, &request.user_id, request.reason, false).await?;
     Ok(Json(json!({})))
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    api::extract::{GuestAuth, Query},
+    api::extract::{ClientIp, GuestAuth, Query},
     error::{Error, ErrorKind, Result},
     service::{
         Services,
@@ -56,6 +56,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(services): State<Arc<Services>>,
     GuestAuth(session): GuestAuth,
+    ClientIp(ip): ClientIp,
     Query(query): Query<StreamQuery>,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
@@ -76,10 +77,10 @@ pub async fn stream(
     Ok(upgrade
         .protocols(["m.json"])
         .max_message_size(MAX_REQUEST_BYTES)
-        .on_upgrade(move |socket| serve(services, session, request, socket)))
+        .on_upgrade(move |socket| serve(services, session, ip, request, socket)))
 }
 
-async fn serve(services: Arc<Services>, session: Session, mut request: SyncRequest, mut socket: WebSocket) {
+async fn serve(services: Arc<Services>, session: Session, ip: String, mut request: SyncRequest, mut socket: WebSocket) {
     tracing::debug!(user = %session.user_id, "websocket opened");
     let mut shutdown = services.shutdown.subscribe();
     let mut pings = tokio::time::interval(PING_INTERVAL);
@@ -115,7 +116,7 @@ async fn serve(services: Arc<Services>, session: Session, mut request: SyncReque
                 }
                 message = socket.recv() => match message {
                     Some(Ok(Message::Text(text))) => {
-                        let answer = answer(&services, &session, &text).await;
+                        let answer = answer(&services, &session, &ip, &text).await;
                         if let Err(reason) = send(&mut socket, &answer).await {
                             return close(socket, close_code::POLICY, reason).await;
                         }
@@ -187,7 +188,7 @@ struct Request {
 }
 
 /// The answer to one client request: `{"id", "result"}` or `{"id", "error"}`.
-async fn answer(services: &Arc<Services>, session: &Session, text: &str) -> Value {
+async fn answer(services: &Arc<Services>, session: &Session, ip: &str, text: &str) -> Value {
     let request: Request = match serde_json::from_str(text) {
         Ok(request) => request,
         Err(e) => {
@@ -195,7 +196,7 @@ async fn answer(services: &Arc<Services>, session: &Session, text: &str) -> Valu
             return json!({ "id": id, "error": { "errcode": "M_BAD_JSON", "error": format!("Not a request: {e}") } });
         }
     };
-    match perform(services, session, &request).await {
+    match perform(services, session, ip, &request).await {
         Ok(result) => json!({ "id": request.id, "result": result }),
         Err(error) => json!({ "id": request.id, "error": error_body(&error) }),
     }
@@ -213,7 +214,7 @@ fn param<T: serde::de::DeserializeOwned>(params: &Map<String, Value>, name: &str
     T::deserialize(value).map_err(|e| Error::bad_json(format!("Invalid parameter {name}: {e}")))
 }
 
-async fn perform(services: &Arc<Services>, session: &Session, request: &Request) -> Result<Value> {
+async fn perform(services: &Arc<Services>, session: &Session, ip: &str, request: &Request) -> Result<Value> {
     let params = &request.params;
     let user = &session.user_id;
     match request.method.as_str() {
@@ -228,7 +229,7 @@ async fn perform(services: &Arc<Services>, session: &Session, request: &Request)
                 txn_id: request.id.clone(),
                 scope: format!("send/{room_id}/{kind}"),
             };
-            services.rate_limits.check(Limit::Message, user.as_str())?;
+            services.rate_limits.check_user(Limit::Message, user, ip)?;
             let draft = EventDraft::new(TimelineEventType::from(kind.as_str()), canonical_content(content)?);
             let appended = services.rooms.send(&room_id, user, draft, Some(txn)).await?;
             services.mark_active(user);
@@ -239,7 +240,7 @@ async fn perform(services: &Arc<Services>, session: &Session, request: &Request)
             let kind: String = param(params, "event_type")?;
             let state_key: String = param(params, "state_key")?;
             let content: Map<String, Value> = param(params, "content")?;
-            services.rate_limits.check(Limit::Message, user.as_str())?;
+            services.rate_limits.check_user(Limit::Message, user, ip)?;
             let event_id = services.rooms.send_state(&room_id, user, &kind, &state_key, content).await?;
             Ok(json!({ "event_id": event_id }))
         }

@@ -22,8 +22,23 @@ use serde::de::DeserializeOwned;
 use crate::{
     api::extract::parse_json,
     error::{Error, ErrorKind, Result},
-    service::Services,
+    service::{Services, federation::origin_limits::OriginPermit},
 };
+
+/// Where [`verify`] leaves the origin's turn ([`OriginPermit`]) so that it lasts as long as the
+/// handler: [`hold_origin_permit`] puts one in each request and drops it with the response.
+#[derive(Clone, Default)]
+pub struct PermitSlot(Arc<std::sync::Mutex<Option<OriginPermit>>>);
+
+/// Middleware of the federation router: gives each request a [`PermitSlot`] and keeps it until
+/// the handler has answered.
+pub async fn hold_origin_permit(mut request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let slot = PermitSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    drop(slot);
+    response
+}
 
 /// A verified request from another server, with its JSON body.
 #[allow(dead_code)] // For the transaction and membership endpoints to come.
@@ -105,6 +120,11 @@ pub async fn verify(services: &Services, parts: &Parts, body: &[u8]) -> Result<O
     })?;
     // A server that talks to us is up: what waits for it goes now.
     services.federation.sender.destination_alive(&header.origin);
+    // Only a verified origin takes a turn: a forged one cannot use up another server's.
+    if let Some(PermitSlot(slot)) = parts.extensions.get::<PermitSlot>() {
+        let permit = services.federation.origin_limits.acquire(&header.origin).await?;
+        *slot.lock().expect("permit slot") = Some(permit);
+    }
     Ok(header.origin)
 }
 

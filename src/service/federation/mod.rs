@@ -20,6 +20,7 @@ pub mod inbound;
 pub mod ip_ranges;
 pub mod keys;
 pub mod membership;
+pub mod origin_limits;
 pub mod sender;
 pub mod transactions;
 
@@ -36,6 +37,8 @@ pub struct Federation {
     pub keys: Arc<keys::RemoteKeys>,
     /// The outbound queues: PDUs and EDUs for each destination, sent in transactions.
     pub sender: Arc<sender::Sender>,
+    /// The cap on concurrent inbound requests per origin.
+    pub origin_limits: origin_limits::OriginLimits,
 }
 
 impl Federation {
@@ -64,6 +67,10 @@ impl Federation {
             notaries,
             Duration::from_secs(fed.key_validity_secs),
         ));
-        Ok(Self { discovery, client, keys, sender })
+        let origin_limits = origin_limits::OriginLimits::new(
+            fed.max_concurrent_requests_per_origin,
+            fed.max_queued_requests_per_origin,
+        );
+        Ok(Self { discovery, client, keys, sender, origin_limits })
     }
 }

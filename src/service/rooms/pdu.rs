@@ -442,3 +442,35 @@ pub fn version_of_create(pdu: &Pdu) -> Option<RoomVersionId> {
     // Without `room_version`, a create event is of room version 1.
     version.map_or(Ok(RoomVersionId::V1), RoomVersionId::try_from).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A v11 message PDU whose body is `body_len` bytes.
+    fn remote_pdu(body_len: usize) -> CanonicalJsonObject {
+        serde_json::from_value(json!({
+            "type": "m.room.message",
+            "room_id": "!room:remote.test",
+            "sender": "@eve:remote.test",
+            "origin_server_ts": 1,
+            "depth": 5,
+            "prev_events": ["$prev"],
+            "auth_events": ["$create"],
+            "content": { "msgtype": "m.text", "body": "x".repeat(body_len) },
+            "hashes": { "sha256": "aGFzaA" },
+            "signatures": {},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pdu_over_65536_bytes_from_another_server_is_refused() {
+        let rules = rules_of(&RoomVersionId::V11).unwrap();
+        assert!(from_federation(remote_pdu(60_000), &rules).is_ok());
+        let Err(error) = from_federation(remote_pdu(MAX_PDU_BYTES), &rules) else { panic!("accepted") };
+        assert!(error.contains("larger than maximum"), "{error}");
+    }
+}
