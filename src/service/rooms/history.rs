@@ -116,10 +116,14 @@ impl Rooms {
         let mut events = Vec::new();
         let mut memo = SeeMemo::default();
         let (mut low, mut high) = (after, until);
+        // No more than the limit needs (one more tells whether more follow), at first.
+        let chunk_size = (limit + 1).min(64);
         loop {
             let chunk = match query.dir {
-                Direction::Backward => self.storage.timeline_rev(short_room, low, high.saturating_add(1), 64)?,
-                Direction::Forward => self.storage.timeline_fwd(short_room, low, high, 64)?,
+                Direction::Backward => {
+                    self.storage.timeline_rev(short_room, low, high.saturating_add(1), chunk_size)?
+                }
+                Direction::Forward => self.storage.timeline_fwd(short_room, low, high, chunk_size)?,
             };
             let Some(&(edge, _)) = chunk.last() else { return Ok(Page { events, more: false }) };
             for (position, short) in chunk {

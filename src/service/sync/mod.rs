@@ -335,7 +335,9 @@ impl Builder<'_> {
         let mut before = until.saturating_add(1);
         let mut limited = false;
         'scan: loop {
-            let chunk = storage.timeline_rev(room.short_id, after, before, 64)?;
+            // Reading back is slow in RocksDB's memtable: no more than the limit needs (one
+            // more tells whether the timeline is limited) unless events are filtered out.
+            let chunk = storage.timeline_rev(room.short_id, after, before, (limit + 1).min(64))?;
             let Some(&(oldest, _)) = chunk.last() else { break };
             for (position, short) in chunk {
                 let Some(event) = rooms.cached_event(short)? else { continue };
