@@ -18,6 +18,7 @@
 
 mod accounts;
 mod basic;
+mod connections;
 mod federation;
 mod http;
 mod rooms;
@@ -93,6 +94,40 @@ enum Cmd {
     Messages(MessagesBench),
     /// Messages sent on one server, timed until a client of another server syncs them.
     FederationLatency(FederationLatency),
+    /// Many long-poll /sync requests and WebSockets held at once, one message delivered to all;
+    /// the server's memory per connection.
+    Connections(Connections),
+}
+
+#[derive(Args, Clone)]
+pub struct Connections {
+    /// Base URL of the homeserver
+    #[arg(long)]
+    url: String,
+    /// registration_shared_secret of the server
+    #[arg(long)]
+    secret: String,
+    /// PID of the server (on this machine), whose VmRSS is read
+    #[arg(long)]
+    pid: u32,
+    /// Users the connections are spread over (all in one room)
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Long-poll GET /sync requests held
+    #[arg(long, default_value_t = 2000)]
+    long_polls: usize,
+    /// WebSockets held
+    #[arg(long, default_value_t = 2000)]
+    websockets: usize,
+    /// Seconds for opening every connection and delivering the message
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    #[arg(long, default_value = "conn")]
+    prefix: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 #[derive(Args, Clone)]
@@ -419,6 +454,12 @@ fn main() {
             }
             4
         }
+        Cmd::Connections(a) => {
+            if a.users == 0 || a.long_polls + a.websockets == 0 {
+                http::fail("--users and the connections must be positive");
+            }
+            a.long_polls + 8
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(run(cli.cmd, pool));
@@ -445,5 +486,6 @@ async fn run(cmd: Cmd, pool: usize) {
         Cmd::InitialSync(a) => sync::bench_initial_sync(client, a).await,
         Cmd::Messages(a) => sync::bench_messages(client, a).await,
         Cmd::FederationLatency(a) => federation::bench_federation_latency(client, a).await,
+        Cmd::Connections(a) => connections::bench_connections(client, a).await,
     }
 }
