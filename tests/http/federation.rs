@@ -262,3 +262,56 @@ async fn a_server_that_does_not_trust_the_certificate_gets_no_keys() {
     assert_eq!(answer["server_keys"].as_array().map(Vec::len), Some(1), "{answer}");
     assert!(trusting.log().contains("tls_insecure_skip_verify is ON"));
 }
+
+#[tokio::test]
+async fn concurrent_requests_of_one_origin_are_capped_then_refused() {
+    // One request of a server at a time, one more waiting; beyond that 429.
+    let server = TestServer::start_federating(&[
+        ("MYELIN_FEDERATION__MAX_CONCURRENT_REQUESTS_PER_ORIGIN", "1"),
+        ("MYELIN_FEDERATION__MAX_QUEUED_REQUESTS_PER_ORIGIN", "1"),
+    ])
+    .await;
+    let base = server.federation.clone().unwrap();
+    let alice = server.register("alice", "password").await;
+    // A file created but not uploaded: a download of it waits `timeout_ms`, holding its turn.
+    let (status, created) = server.post("/_matrix/media/v1/create", alice.tok(), json!({})).await;
+    assert_eq!(status, 200, "{created}");
+    let media_id = created["content_uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let slow = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms=3000");
+    let quick = format!("/_matrix/federation/v1/query/profile?user_id={}", alice.user_id.replace('@', "%40"));
+
+    let origin = Arc::new(FakeOrigin::start().await);
+    let destination = server.server_name.clone();
+    // The origin's key fetched once, so that the next requests verify at once.
+    let (status, body) = get(&format!("{base}{quick}"), Some(&origin.sign(&destination, "GET", &quick, None))).await;
+    assert_eq!(status, 200, "{body}");
+
+    let spawn_slow = || {
+        let (origin, base, slow, destination) = (origin.clone(), base.clone(), slow.clone(), destination.clone());
+        tokio::spawn(async move {
+            get(&format!("{base}{slow}"), Some(&origin.sign(&destination, "GET", &slow, None))).await
+        })
+    };
+    let running = spawn_slow();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waiting = spawn_slow();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // The third is refused at once.
+    let (status, body) = get(&format!("{base}{quick}"), Some(&origin.sign(&destination, "GET", &quick, None))).await;
+    assert_eq!((status.as_u16(), body["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")), "{body}");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 0);
+    // Another server is not held up.
+    let other = FakeOrigin::start().await;
+    let (status, body) = get(&format!("{base}{quick}"), Some(&other.sign(&destination, "GET", &quick, None))).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Both slow ones ran, one after the other (504: the file never came).
+    for task in [running, waiting] {
+        let (status, body) = task.await.unwrap();
+        assert_eq!((status.as_u16(), body["errcode"].as_str()), (504, Some("M_NOT_YET_UPLOADED")), "{body}");
+    }
+    // With its turns given back, the origin is served again.
+    let (status, body) = get(&format!("{base}{quick}"), Some(&origin.sign(&destination, "GET", &quick, None))).await;
+    assert_eq!(status, 200, "{body}");
+}
