@@ -46,6 +46,8 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub web_client: WebClientConfig,
+    #[serde(default)]
+    pub app_services: AppServicesConfig,
     /// `MYELIN_*` variables that name no setting (scripts use some, such as `MYELIN_BIN`); they
     /// are ignored and reported at start.
     #[serde(skip)]
@@ -55,7 +57,7 @@ pub struct Config {
 /// The top-level keys of [`Config`]. A variable `MYELIN_X` or `MYELIN_X__Y` whose `x` is not one
 /// of them is not meant for the server; one whose `x` is, but names no setting, is a typo and an
 /// error. A test checks this list against the struct.
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
     "server_name",
     "public_baseurl",
     "listen",
@@ -72,6 +74,7 @@ const TOP_LEVEL_KEYS: [&str; 17] = [
     "log",
     "media",
     "web_client",
+    "app_services",
     "ignored_variables",
 ];
 
@@ -424,6 +427,15 @@ impl Default for LogConfig {
     }
 }
 
+/// Application services (bridges, bots): their registration files.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppServicesConfig {
+    /// Registration files (YAML, as Synapse's `app_service_config_files`), read at start.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub registration_files: Vec<String>,
+}
+
 /// The media repository: uploads, downloads, thumbnails.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -608,6 +620,10 @@ impl Config {
         }
         if self.media.max_thumbnail_pixels == 0 {
             return fail("media.max_thumbnail_pixels", "must be at least 1");
+        }
+        if let Some(missing) = self.app_services.registration_files.iter().find(|f| !std::path::Path::new(f).is_file())
+        {
+            return fail("app_services.registration_files", &format!("{missing} does not exist or is not a file"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return fail("log.level", "not a valid filter (try `info` or `myelin=debug,info`)");

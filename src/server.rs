@@ -17,6 +17,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     for variable in &config.ignored_variables {
         tracing::info!("ignoring {variable}: it names no setting");
     }
+    services.start_appservices().await.map_err(|e| e.to_string())?;
 
     let listener = TcpListener::bind(config.listen.client)
         .await

@@ -157,9 +157,42 @@ fn authenticate(parts: &Parts, services: &Services) -> Result<Session, Error> {
     let token = access_token(parts)?.ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
     // A token from the query string may be percent-encoded; ours never contain such characters.
     let token = percent_decode(token);
+    if let Some(appservice) = services.appservices.by_token(&token) {
+        let asserted = query_param(parts, "user_id");
+        let session = services.appservices.session(appservice, asserted.as_deref())?;
+        tracing::Span::current().record("user", session.user_id.as_str());
+        return Ok(session);
+    }
     let session = services.accounts.authenticate(&token, &client_info(parts))?;
     tracing::Span::current().record("user", session.user_id.as_str());
     Ok(session)
+}
+
+/// The application service whose `as_token` a request bears, if any (for `/register`, which takes
+/// no access token otherwise).
+pub struct AppServiceToken(pub Option<Arc<crate::service::appservice::AppService>>);
+
+impl FromRequestParts<Arc<Services>> for AppServiceToken {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, services: &Arc<Services>) -> Result<Self, Error> {
+        Ok(AppServiceToken(appservice_token(parts, services).cloned()))
+    }
+}
+
+/// One query parameter, decoded (an application service asserts its user with `user_id`).
+fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(parts.uri.query()?).ok()?;
+    pairs.into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
+}
+
+/// The `as_token` of a request, if it bears one of an application service.
+fn appservice_token<'a>(
+    parts: &Parts,
+    services: &'a Services,
+) -> Option<&'a Arc<crate::service::appservice::AppService>> {
+    let token = access_token(parts).ok()??;
+    services.appservices.by_token(&percent_decode(token))
 }
 
 fn percent_decode(value: &str) -> std::borrow::Cow<'_, str> {

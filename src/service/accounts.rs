@@ -37,6 +37,8 @@ pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub is_guest: bool,
+    /// The application service acting (by its `as_token`), if any.
+    pub appservice: Option<Arc<str>>,
 }
 
 /// Where a request came from, for the device list.
@@ -174,7 +176,12 @@ impl Accounts {
             self.storage.commit_relaxed(batch)?;
         }
         let cached = Arc::new(CachedSession {
-            session: Session { user_id: record.user_id, device_id: record.device_id, is_guest: user.guest },
+            session: Session {
+                user_id: record.user_id,
+                device_id: record.device_id,
+                is_guest: user.guest,
+                appservice: None,
+            },
             expires_ts: record.expires_ts,
             last_seen_written: AtomicU64::new(0),
         });

@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod appservice;
 mod auto_join;
 pub mod e2ee;
 pub mod federation;
@@ -62,6 +63,8 @@ pub struct Services {
     pub key_backup: e2ee::backup::KeyBackup,
     /// The media repository.
     pub media: media::Media,
+    /// Application services: registrations, identity assertion, event delivery.
+    pub appservices: Arc<appservice::AppServices>,
     /// Held while an auto-join room is created, so that concurrent registrations make one.
     auto_join_creation: tokio::sync::Mutex<()>,
 }
@@ -77,6 +80,7 @@ impl Services {
         let serial = Arc::new(typing::EphemeralSerial::default());
         let device_lists = Arc::new(e2ee::DeviceLists::new(storage.clone(), notifier.clone()));
         let media = media::Media::new(config.clone(), storage.clone(), federation.client.clone())?;
+        let appservices = Arc::new(appservice::AppServices::load(&config, storage.clone())?);
         Ok(Arc::new(Self {
             rooms: rooms::Rooms::new(
                 config.clone(),
@@ -84,7 +88,9 @@ impl Services {
                 keys.clone(),
                 notifier.clone(),
                 federation.sender.clone(),
+                appservices.clone(),
             ),
+            appservices,
             filters: filters::Filters::new(storage.clone()),
             keys,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), device_lists.clone()),

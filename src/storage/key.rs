@@ -304,7 +304,8 @@ pub fn federation_transaction(origin: &str, txn_id: &str) -> Vec<u8> {
     KeyBuilder::new().str(origin).str(txn_id).build()
 }
 
-/// `OutboundPdus`, `OutboundEdus`: one queued item for a destination, by its number.
+/// `OutboundPdus`, `OutboundEdus`, `AppServiceQueue`: one queued item for a destination (a server
+/// or an application service), by its number.
 pub fn outbound(destination: &str, number: u64) -> Vec<u8> {
     KeyBuilder::new().str(destination).u64(number).build()
 }

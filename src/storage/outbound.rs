@@ -89,3 +89,29 @@ impl Batch {
         self.delete(Column::OutboundEdus, key::outbound(destination, number));
     }
 }
+
+impl Storage {
+    /// The oldest `limit` events queued for the application service `id`, numbers from `from` on.
+    pub fn appservice_queue(&self, id: &str, from: u64, limit: usize) -> Result<Vec<QueuedPdu>, StorageError> {
+        self.engine
+            .scan_from(Column::AppServiceQueue, &key::outbound_prefix(id), &key::outbound(id, from))
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok(QueuedPdu { number: key::outbound_parts(&k)?.1, short_event: decode_u64(&v)? })
+            })
+            .collect()
+    }
+}
+
+impl Batch {
+    /// Queues an event for the application service `id` under `pdu.number` (from `Sequence::Outbound`).
+    pub fn queue_appservice_event(&mut self, id: &str, pdu: QueuedPdu) {
+        self.put(Column::AppServiceQueue, key::outbound(id, pdu.number), pdu.short_event.to_be_bytes().to_vec());
+    }
+
+    /// Removes an event from an application service's queue (once the service has it).
+    pub fn dequeue_appservice_event(&mut self, id: &str, number: u64) {
+        self.delete(Column::AppServiceQueue, key::outbound(id, number));
+    }
+}

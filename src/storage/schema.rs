@@ -106,6 +106,10 @@ pub enum Column {
     /// `Sequence::Outbound`). Value: the EDU (`{"edu_type", "content"}`). Deleted once the
     /// destination acknowledged the transaction carrying it.
     OutboundEdus,
+    /// Events waiting to go to an application service (`service::appservice`). Key: `as_id ++
+    /// number` (`u64` from `Sequence::Outbound`, so a room's events keep their order). Value: the
+    /// short event ID (`u64`, binary). Deleted once the service acknowledged the transaction.
+    AppServiceQueue,
     /// Identity keys of devices (end-to-end encryption), as the device uploaded them; signatures
     /// others added are in `KeySignatures`. Key: `user_id ++ device_id`. Value: the signed device
     /// keys object.
@@ -160,7 +164,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 46] = [
+    pub const ALL: [Column; 47] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -195,6 +199,7 @@ impl Column {
         Column::RemoteInvites,
         Column::OutboundPdus,
         Column::OutboundEdus,
+        Column::AppServiceQueue,
         Column::DeviceKeys,
         Column::OneTimeKeys,
         Column::FallbackKeys,
@@ -246,6 +251,7 @@ impl Column {
             Column::RemoteInvites => "remote_invites",
             Column::OutboundPdus => "outbound_pdus",
             Column::OutboundEdus => "outbound_edus",
+            Column::AppServiceQueue => "appservice_queue",
             Column::DeviceKeys => "device_keys",
             Column::OneTimeKeys => "one_time_keys",
             Column::FallbackKeys => "fallback_keys",
@@ -300,6 +306,7 @@ impl Column {
             | Column::ServerKeys
             | Column::OutboundPdus
             | Column::OutboundEdus
+            | Column::AppServiceQueue
             | Column::DeviceKeys
             | Column::OneTimeKeys
             | Column::FallbackKeys

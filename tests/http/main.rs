@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod appservice;
 mod authorization;
 mod cli;
 mod crash;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     api::extract::{self, Auth, Path, Query},
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     service::{Services, rooms::PublicRoomsQuery},
 };
 
@@ -24,6 +24,12 @@ pub async fn create_alias(
     Path(alias): Path<OwnedRoomAliasId>,
     extract::Json(request): extract::Json<AliasRequest>,
 ) -> Result<Json<Value>> {
+    // Aliases in a namespace an application service holds exclusively are that service's.
+    if let Some(owner) = services.appservices.exclusive_owner_of_alias(&alias)
+        && session.appservice.as_deref() != Some(owner.registration.id.as_str())
+    {
+        return Err(Error::new(ErrorKind::Exclusive, "This alias is reserved by an application service"));
+    }
     services.rooms.create_alias(&alias, &request.room_id, &session.user_id).await?;
     Ok(Json(json!({})))
 }
@@ -32,7 +38,18 @@ pub async fn resolve_alias(
     State(services): State<Arc<Services>>,
     Path(alias): Path<OwnedRoomAliasId>,
 ) -> Result<Json<Value>> {
-    let (room_id, servers) = services.rooms.resolve_alias(&alias)?;
+    let resolved = match services.rooms.resolve_alias(&alias) {
+        // An unknown alias of a service's exclusive namespace: the service may create it now.
+        Err(e) if e.kind() == Some(&ErrorKind::NotFound) => match services.appservices.exclusive_owner_of_alias(&alias)
+        {
+            Some(owner) if services.appservices.query_alias(owner, &alias).await => {
+                services.rooms.resolve_alias(&alias)
+            }
+            _ => Err(e),
+        },
+        other => other,
+    };
+    let (room_id, servers) = resolved?;
     Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 
@@ -78,6 +95,25 @@ pub async fn set_visibility(
         other => return Err(Error::bad_json(format!("Unknown visibility {other}"))),
     };
     services.rooms.set_published(&room_id, &session.user_id, public).await?;
+    Ok(Json(json!({})))
+}
+
+/// `PUT /directory/list/appservice/{networkId}/{roomId}`: for application services only.
+pub async fn set_appservice_visibility(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path((_network_id, room_id)): Path<(String, OwnedRoomId)>,
+    extract::Json(request): extract::Json<VisibilityRequest>,
+) -> Result<Json<Value>> {
+    if session.appservice.is_none() {
+        return Err(Error::forbidden("Only application services may use this endpoint"));
+    }
+    let public = match request.visibility.as_str() {
+        "public" => true,
+        "private" => false,
+        other => return Err(Error::bad_json(format!("Unknown visibility {other}"))),
+    };
+    services.rooms.publish(&room_id, public).await?;
     Ok(Json(json!({})))
 }
 

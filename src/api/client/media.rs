@@ -74,7 +74,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check_user(Limit::MediaUpload, &session.user_id, &ip)?;
+    services.check_user_rate(Limit::MediaUpload, &session, &ip)?;
     let staged = receive(&services, &headers, body).await?;
     let uri = services.media.upload(&session.user_id, staged, content_type(&headers), query.filename).await?;
     Ok(Json(json!({ "content_uri": uri })))
@@ -85,7 +85,7 @@ pub async fn create(
     Auth(session): Auth,
     ClientIp(ip): ClientIp,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check_user(Limit::MediaUpload, &session.user_id, &ip)?;
+    services.check_user_rate(Limit::MediaUpload, &session, &ip)?;
     let (uri, expires_at) = services.media.create(&session.user_id).await?;
     Ok(Json(json!({ "content_uri": uri, "unused_expires_at": expires_at })))
 }

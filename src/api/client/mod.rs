@@ -124,6 +124,7 @@ fn room_routes() -> Router<Arc<Services>> {
             get(directory::resolve_alias).put(directory::create_alias).delete(directory::delete_alias),
         )
         .route("/directory/list/room/{room_id}", get(directory::get_visibility).put(directory::set_visibility))
+        .route("/directory/list/appservice/{network_id}/{room_id}", put(directory::set_appservice_visibility))
         .route("/publicRooms", get(directory::public_rooms).post(directory::search_public_rooms))
         .route("/user_directory/search", post(user_directory::search))
         .route("/search", post(search::search))

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::session::login_response;
 use crate::{
-    api::extract::{self, ClientIp, Operation, Query},
+    api::extract::{self, AppServiceToken, ClientIp, Operation, Query},
     error::{Error, ErrorKind, Result},
     service::{
         Services,
@@ -58,6 +58,7 @@ pub async fn register(
     Query(query): Query<RegisterQuery>,
     ClientIp(ip): ClientIp,
     Operation(operation): Operation,
+    AppServiceToken(appservice): AppServiceToken,
     extract::Json(mut body): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let config = &services.config.registration;
@@ -65,6 +66,9 @@ pub async fn register(
         "user" => {}
         "guest" => return register_guest(&services, &ip, &body).await,
         other => return Err(Error::invalid_param(format!("Unknown account kind {other}"))),
+    }
+    if body.get("type").and_then(Value::as_str) == Some("m.login.application_service") {
+        return register_appservice_user(&services, appservice.as_deref(), &body).await;
     }
     if !config.enabled {
         return Err(Error::forbidden("Registration is disabled on this server"));
@@ -120,7 +124,41 @@ fn validate(services: &Services, request: &RegisterRequest) -> Result<Option<rum
     let Some(username) = &request.username else { return Ok(None) };
     let user_id = services.accounts.user_id_for_registration(username)?;
     services.accounts.ensure_available(&user_id)?;
+    ensure_not_exclusive(services, &user_id)?;
     Ok(Some(user_id))
+}
+
+/// Users in a namespace an application service holds exclusively are that service's to create.
+fn ensure_not_exclusive(services: &Services, user_id: &ruma::UserId) -> Result<()> {
+    if services.appservices.exclusive_owner_of_user(user_id).is_some() {
+        return Err(Error::new(ErrorKind::Exclusive, "This user ID is reserved by an application service"));
+    }
+    Ok(())
+}
+
+/// `m.login.application_service`: a service creates a user of its namespaces, with its
+/// `as_token` and no user-interactive authentication (whether or not registration is open).
+async fn register_appservice_user(
+    services: &Services,
+    appservice: Option<&crate::service::appservice::AppService>,
+    body: &Map<String, Value>,
+) -> Result<Json<Value>> {
+    let appservice = appservice.ok_or_else(|| {
+        Error::new(ErrorKind::MissingToken, "m.login.application_service needs the application service's token")
+    })?;
+    let request = RegisterRequest::parse(body)?;
+    let username = request.username.as_deref().ok_or_else(|| Error::missing_param("Missing username"))?;
+    let user_id = services.accounts.user_id_for_registration(username)?;
+    if !appservice.is_user_in_namespace(&user_id) {
+        return Err(Error::new(ErrorKind::Exclusive, "The user is outside the application service's namespaces"));
+    }
+    services.accounts.ensure_available(&user_id)?;
+    let registered = services
+        .accounts
+        .register(NewAccount { user_id: Some(user_id), login: request.new_device(), ..Default::default() })
+        .await?;
+    services.auto_join(&registered.user_id).await;
+    Ok(Json(registration_response(services, registered)))
 }
 
 async fn register_guest(services: &Services, ip: &str, body: &Map<String, Value>) -> Result<Json<Value>> {
@@ -159,6 +197,7 @@ pub async fn available(
     services.rate_limits.check(Limit::AvailabilityCheck, &ip)?;
     let user_id = services.accounts.user_id_for_registration(&query.username)?;
     services.accounts.ensure_available(&user_id)?;
+    ensure_not_exclusive(&services, &user_id)?;
     Ok(Json(json!({ "available": true })))
 }
 

@@ -55,7 +55,7 @@ async fn send_message(
     content: Map<String, Value>,
     txn: Option<Transaction>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check_user(Limit::Message, &session.user_id, ip)?;
+    services.check_user_rate(Limit::Message, session, ip)?;
     let draft = EventDraft::new(TimelineEventType::from(kind), canonical_content(content)?);
     let appended = services.rooms.send(room_id, &session.user_id, draft, txn).await?;
     services.mark_active(&session.user_id);
@@ -78,7 +78,7 @@ pub async fn put_state(
     Path(path): Path<StatePath>,
     extract::Json(content): extract::Json<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check_user(Limit::Message, &session.user_id, &ip)?;
+    services.check_user_rate(Limit::Message, &session, &ip)?;
     let event_id =
         services.rooms.send_state(&path.room_id, &session.user_id, &path.event_type, &path.state_key, content).await?;
     Ok(Json(json!({ "event_id": event_id })))
@@ -130,7 +130,7 @@ pub async fn redact(
 ) -> Result<Json<Value>> {
     let txn =
         Transaction { device_id: session.device_id.clone(), txn_id, scope: format!("redact/{room_id}/{event_id}") };
-    services.rate_limits.check_user(Limit::Message, &session.user_id, &ip)?;
+    services.check_user_rate(Limit::Message, &session, &ip)?;
     let appended = services.rooms.redact(&room_id, &session.user_id, &event_id, body.reason, Some(txn)).await?;
     Ok(Json(json!({ "event_id": appended.pdu.event_id })))
 }
@@ -143,7 +143,7 @@ pub async fn redact_without_txn(
     Path((room_id, event_id)): Path<(OwnedRoomId, OwnedEventId)>,
     OptionalJson(body): OptionalJson<RedactBody>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check_user(Limit::Message, &session.user_id, &ip)?;
+    services.check_user_rate(Limit::Message, &session, &ip)?;
     let appended = services.rooms.redact(&room_id, &session.user_id, &event_id, body.reason, None).await?;
     Ok(Json(json!({ "event_id": appended.pdu.event_id })))
 }

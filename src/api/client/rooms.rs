@@ -122,7 +122,7 @@ pub async fn join_by_id_or_alias(
 ) -> Result<Json<Value>> {
     let (room_id, mut servers) = resolve(&services, &id_or_alias).await?;
     servers.splice(0..0, via_servers(query.as_deref()));
-    join(&services, &session.user_id, &ip, &room_id, servers, body).await
+    join(&services, &session, &ip, &room_id, servers, body).await
 }
 
 pub async fn join_room(
@@ -132,18 +132,19 @@ pub async fn join_room(
     Path(room_id): Path<OwnedRoomId>,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    join(&services, &session.user_id, &ip, &room_id, Vec::new(), body).await
+    join(&services, &session, &ip, &room_id, Vec::new(), body).await
 }
 
 async fn join(
     services: &Services,
-    user: &ruma::UserId,
+    session: &crate::service::accounts::Session,
     ip: &str,
     room_id: &RoomId,
     servers: Vec<OwnedServerName>,
     body: Map<String, Value>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check_user(Limit::Join, user, ip)?;
+    services.check_user_rate(Limit::Join, session, ip)?;
+    let user = &session.user_id;
     let (reason, extra) = reason_and_extra(body)?;
     // Clients' extra keys go into the member content, but not what only the server may set.
     let extra = extra.into_iter().filter(|(key, _)| !matches!(key.as_str(), "third_party_signed")).collect();
@@ -162,7 +163,7 @@ pub async fn knock(
     let (room_id, mut servers) = resolve(&services, &id_or_alias).await?;
     servers.splice(0..0, via_servers(query.as_deref()));
     let (reason, _) = reason_and_extra(body)?;
-    services.rate_limits.check_user(Limit::Join, &session.user_id, &ip)?;
+    services.check_user_rate(Limit::Join, &session, &ip)?;
     services.knock_room(&session.user_id, &room_id, servers, reason).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
@@ -207,7 +208,7 @@ macro_rules! targeted {
             let change: fn(OwnedUserId, Option<String>) -> MembershipChange = $change;
             let limit: Option<Limit> = $limit;
             if let Some(limit) = limit {
-                services.rate_limits.check_user(limit, &session.user_id, &ip)?;
+                services.check_user_rate(limit, &session, &ip)?;
             }
             services
                 .rooms
@@ -225,7 +226,7 @@ pub async fn invite(
     Path(room_id): Path<OwnedRoomId>,
     extract::Json(request): extract::Json<TargetRequest>,
 ) -> Result<Json<Value>> {
-    services.rate_limits.check_user(Limit::Invite, &session.user_id, &ip)?;
+    services.check_user_rate(Limit::Invite, &session, &ip)?;
     services.invite_user(&room_id, &session.user_id, &request.user_id, request.reason, false).await?;
     Ok(Json(json!({})))
 }

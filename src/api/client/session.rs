@@ -144,6 +144,10 @@ pub async fn logout_all(
 }
 
 pub async fn whoami(GuestAuth(session): GuestAuth) -> Json<Value> {
+    // An application service acts without a device.
+    if session.appservice.is_some() {
+        return Json(json!({ "user_id": session.user_id, "is_guest": false }));
+    }
     Json(json!({
         "user_id": session.user_id,
         "device_id": session.device_id,

@@ -119,6 +119,14 @@ impl Rooms {
         if !self.can_send_state(&*self.current_state(&room)?, &room.version, user, "m.room.canonical_alias")? {
             return Err(Error::forbidden("You may not change this room's directory listing"));
         }
+        self.publish(room_id, public).await
+    }
+
+    /// Lists or unlists a room without a permission check: an application service lists the
+    /// rooms of its bridged network (`/directory/list/appservice/{networkId}/{roomId}`), as
+    /// Synapse lets it. One directory holds every network's rooms.
+    pub async fn publish(&self, room_id: &RoomId, public: bool) -> Result<()> {
+        self.room_exists(room_id)?;
         let mut batch = Batch::new();
         batch.set_public(room_id, public);
         self.storage.commit(batch).await?;

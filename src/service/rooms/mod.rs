@@ -71,6 +71,8 @@ pub struct Rooms {
     notifier: Arc<Notifier>,
     /// Where new events are queued for the other servers in their rooms.
     sender: Arc<Sender>,
+    /// Timeline events are queued for the application services they concern.
+    appservices: Arc<crate::service::appservice::AppServices>,
     /// Joined members per server, by state snapshot (`servers`).
     server_counts: quick_cache::sync::Cache<u64, Arc<servers::ServerCounts>>,
 }
@@ -153,6 +155,7 @@ impl Rooms {
         keys: Arc<ServerKeys>,
         notifier: Arc<Notifier>,
         sender: Arc<Sender>,
+        appservices: Arc<crate::service::appservice::AppServices>,
     ) -> Self {
         Self {
             config,
@@ -165,6 +168,7 @@ impl Rooms {
             alias_lock: tokio::sync::Mutex::new(()),
             notifier,
             sender,
+            appservices,
             server_counts: quick_cache::sync::Cache::new(servers::CACHE_CAPACITY),
         }
     }
@@ -730,8 +734,13 @@ impl Rooms {
     }
 
     /// Commits staged events (in one write), updates the caches and wakes the members' syncs.
-    async fn commit(&self, batch: Batch, staged: Vec<Staged>) -> Result<Vec<Appended>> {
+    async fn commit(&self, mut batch: Batch, staged: Vec<Staged>) -> Result<Vec<Appended>> {
+        let mut for_appservices = Vec::new();
+        for staged in staged.iter().filter(|s| s.in_timeline) {
+            for_appservices.extend(self.appservices.queue(&mut batch, &staged.pdu, staged.short_event)?);
+        }
         let positions = self.storage.commit(batch).await?;
+        self.appservices.wake(&for_appservices);
         let in_timeline = staged.iter().filter(|s| s.in_timeline).count();
         assert_eq!(positions.len(), in_timeline, "one position per staged timeline event");
         if let Some(first) = staged.first() {
