@@ -91,7 +91,11 @@ impl Rooms {
         body.insert("chunk".into(), Value::Array(page.events.into_iter().map(|(_, event, _)| event).collect()));
         body.insert("start".into(), Value::String(SyncToken::new(start, 0).to_string()));
         let mut body = Value::Object(body);
-        if let Some(end) = end.filter(|_| page.more) {
+        // Backwards, `end` comes whenever the chunk is not empty, even at the start of the room, as
+        // Synapse does: clients and Complement page until a chunk comes without it, and the
+        // request from this `end` just returns an empty chunk without one.
+        let backward = matches!(query.dir, Direction::Backward);
+        if let Some(end) = end.filter(|_| page.more || backward) {
             body["end"] = json!(SyncToken::new(end, 0).to_string());
         }
         if !state.is_empty() {
