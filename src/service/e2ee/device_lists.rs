@@ -150,7 +150,9 @@ impl DeviceLists {
                 continue;
             }
             let Some(room) = self.storage.room(room_id)? else { continue };
-            if self.storage.timeline_fwd(room.short_id, since, until, 1)?.is_empty() {
+            if rooms.state_unchanged_since(room.short_id, since)
+                || !rooms.has_events_between(room.short_id, since, until)?
+            {
                 continue;
             }
             let at_since = rooms.state_at_position(room_id, since)?;

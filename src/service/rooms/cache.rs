@@ -6,9 +6,12 @@
 //! it read before the commit, so every fill names the epoch it started in and is dropped when an
 //! invalidation happened since.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use ruma::{EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
@@ -66,15 +69,35 @@ pub(super) struct RoomCaches {
     /// The snapshot after a room's latest event at or before a stream position, by `(short
     /// room, position)`: syncs ask for the same few positions over and over.
     positions: quick_cache::sync::Cache<(u64, u64), Option<u64>>,
+    /// Per room (short ID): the position and snapshot of its latest timeline event, and the last
+    /// position at which the snapshot changed, for rooms with events since the start.
+    heads: Mutex<HashMap<u64, Head>>,
+    /// The stream position when the server started.
+    started_at: u64,
     /// Counts invalidations; see the module's comment.
     epoch: AtomicU64,
     /// Held while checking the epoch and filling, and while invalidating.
     fill: Mutex<()>,
 }
 
+#[derive(Clone, Copy, Default)]
+struct Head {
+    /// Position of the room's latest timeline event.
+    position: u64,
+    snapshot: u64,
+    changed_at: u64,
+    /// Commits under way: their positions are not known yet, but readers may already see them in
+    /// the stream.
+    moving: u32,
+    /// ... of which change the snapshot.
+    pending: u32,
+}
+
 impl RoomCaches {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(started_at: u64) -> Self {
         Self {
+            heads: Mutex::new(HashMap::new()),
+            started_at,
             events: quick_cache::sync::Cache::with_weighter(20_000, EVENT_BYTES, EventWeigher),
             snapshots: quick_cache::sync::Cache::new(SNAPSHOT_ENTRIES),
             relations: quick_cache::sync::Cache::new(RELATION_ENTRIES),
@@ -121,6 +144,62 @@ impl RoomCaches {
     /// answer never changes.
     pub(super) fn fill_snapshot_at(&self, short_room: u64, position: u64, snapshot: Option<u64>) {
         self.positions.insert((short_room, position), snapshot);
+    }
+
+    /// Before committing a room's timeline event: marks its state as changing if the event
+    /// leaves another snapshot than the head's (or the head is unknown).
+    pub(super) fn timeline_moving(&self, short_room: u64, snapshot: u64) {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        let head = heads.entry(short_room).or_default();
+        head.moving += 1;
+        // An unknown head (changed_at 0) counts as a change.
+        if snapshot != head.snapshot || head.changed_at == 0 {
+            head.pending += 1;
+        }
+    }
+
+    /// After a failed commit: nothing moved.
+    pub(super) fn timeline_stayed(&self, short_room: u64, snapshot: u64) {
+        if let Some(head) = self.heads.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&short_room) {
+            head.moving = head.moving.saturating_sub(1);
+            if snapshot != head.snapshot || head.changed_at == 0 {
+                head.pending = head.pending.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Records a room's new latest timeline event once committed (commits of a room are
+    /// serialized and their positions increase, so each call moves the head forward).
+    pub(super) fn timeline_moved(&self, short_room: u64, position: u64, snapshot: u64) {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        let head = heads.entry(short_room).or_default();
+        head.moving = head.moving.saturating_sub(1);
+        if head.snapshot != snapshot || head.changed_at == 0 {
+            head.pending = head.pending.saturating_sub(1);
+            head.snapshot = snapshot;
+            head.changed_at = position;
+        }
+        head.position = head.position.max(position);
+    }
+
+    /// Whether the room's state at every position after `since` is its state at `since` (no
+    /// timeline event since changed it). `false` when unknown (before the server started).
+    pub(super) fn state_unchanged_since(&self, short_room: u64, since: u64) -> bool {
+        match self.heads.lock().unwrap_or_else(|e| e.into_inner()).get(&short_room) {
+            Some(head) => head.pending == 0 && head.changed_at <= since,
+            None => since >= self.started_at,
+        }
+    }
+
+    /// Whether the room has timeline events in `(since, until]`, when the heads know it.
+    pub(super) fn has_events_between(&self, short_room: u64, since: u64, until: u64) -> Option<bool> {
+        match self.heads.lock().unwrap_or_else(|e| e.into_inner()).get(&short_room) {
+            Some(head) if head.moving > 0 => None,
+            Some(head) if head.position <= since => Some(false),
+            Some(head) if head.position <= until => Some(true),
+            Some(_) => None,
+            None => (since >= self.started_at).then_some(false),
+        }
     }
 
     pub(super) fn relations(&self, target: &EventId) -> Option<Relations> {

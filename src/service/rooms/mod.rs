@@ -157,13 +157,14 @@ impl Rooms {
         sender: Arc<Sender>,
         appservices: Arc<crate::service::appservice::AppServices>,
     ) -> Self {
+        let started_at = storage.stream_position();
         Self {
             config,
             state: StateStore::new(storage.clone()),
             storage,
             keys,
             locks: KeyedLocks::default(),
-            caches: RoomCaches::new(),
+            caches: RoomCaches::new(started_at),
             state_key_lock: tokio::sync::Mutex::new(()),
             alias_lock: tokio::sync::Mutex::new(()),
             notifier,
@@ -614,6 +615,7 @@ impl Rooms {
             return Ok(Staged {
                 pdu,
                 short_event,
+                short_room: room.record.short_id,
                 unsigned: stored.unsigned,
                 transaction: stored.transaction,
                 snapshots,
@@ -676,7 +678,17 @@ impl Rooms {
         });
         batch.put_room(&room.room_id, &room.record);
         let snapshots = (before.id, after.id);
-        Ok(Staged { pdu, short_event, unsigned, transaction, snapshots, remember, woken, in_timeline: true })
+        Ok(Staged {
+            pdu,
+            short_event,
+            short_room,
+            unsigned,
+            transaction,
+            snapshots,
+            remember,
+            woken,
+            in_timeline: true,
+        })
     }
 
     /// The room's current state as the resolution of the states after each of its forward
@@ -739,7 +751,20 @@ impl Rooms {
         for staged in staged.iter().filter(|s| s.in_timeline) {
             for_appservices.extend(self.appservices.queue(&mut batch, &staged.pdu, staged.short_event)?);
         }
-        let positions = self.storage.commit(batch).await?;
+        // Readers may see the new positions before this returns: a state about to change is
+        // marked first.
+        for staged in staged.iter().filter(|s| s.in_timeline) {
+            self.caches.timeline_moving(staged.short_room, staged.snapshots.1);
+        }
+        let positions = match self.storage.commit(batch).await {
+            Ok(positions) => positions,
+            Err(e) => {
+                for staged in staged.iter().filter(|s| s.in_timeline) {
+                    self.caches.timeline_stayed(staged.short_room, staged.snapshots.1);
+                }
+                return Err(e.into());
+            }
+        };
         self.appservices.wake(&for_appservices);
         let in_timeline = staged.iter().filter(|s| s.in_timeline).count();
         assert_eq!(positions.len(), in_timeline, "one position per staged timeline event");
@@ -768,6 +793,9 @@ impl Rooms {
                     self.state.remember(id, state);
                 }
                 self.caches.fill_snapshots(staged.short_event, staged.snapshots);
+                if staged.in_timeline {
+                    self.caches.timeline_moved(staged.short_room, position, staged.snapshots.1);
+                }
                 let cached = CachedEvent {
                     pdu: staged.pdu.clone(),
                     unsigned: staged.unsigned,
@@ -833,6 +861,7 @@ impl Rooms {
 struct Staged {
     pdu: Arc<Pdu>,
     short_event: u64,
+    short_room: u64,
     /// What the stored event adds to the PDU, for the cache.
     unsigned: Map<String, Value>,
     transaction: Option<(OwnedDeviceId, String)>,

@@ -176,6 +176,20 @@ impl Rooms {
         }
     }
 
+    /// Whether the room's state is the same at every position after `since` (no timeline event
+    /// since changed it); `false` when that is not known.
+    pub fn state_unchanged_since(&self, short_room: u64, since: u64) -> bool {
+        self.caches.state_unchanged_since(short_room, since)
+    }
+
+    /// Whether the room has timeline events with positions in `(since, until]`.
+    pub fn has_events_between(&self, short_room: u64, since: u64, until: u64) -> Result<bool> {
+        match self.caches.has_events_between(short_room, since, until) {
+            Some(known) => Ok(known),
+            None => Ok(self.storage.timeline_at(short_room, until)?.is_some_and(|(position, _)| position > since)),
+        }
+    }
+
     /// The snapshot after the room's latest event at or before a stream position (`None` before
     /// its first event).
     pub fn snapshot_at_position(&self, short_room: u64, position: u64) -> Result<Option<u64>> {

@@ -244,14 +244,17 @@ impl Builder<'_> {
         // State: all of it at the timeline's start for a room new to the client; otherwise what
         // changed between `since` and the timeline's start (nothing unless the timeline is
         // limited).
+        // Most syncs follow messages only: the state is then the same at both ends, read once.
+        let unchanged = !whole && rooms.state_unchanged_since(room.short_id, self.since);
         let at_start = match timeline_start {
+            _ if unchanged => rooms.state_at_position(room_id, until)?,
             Some(position) => rooms.state_at_position(room_id, position - 1)?,
             None => rooms.state_at_position(room_id, until)?,
         };
         let state = if whole {
             self.state_events(&at_start, None, &filter.state, &timeline.senders)?
         } else {
-            let at_since = rooms.state_at_position(room_id, self.since)?;
+            let at_since = if unchanged { at_start.clone() } else { rooms.state_at_position(room_id, self.since)? };
             let mut state = self.state_events(&at_start, Some(&at_since), &filter.state, &timeline.senders)?;
             if filter.state.lazy_load_members {
                 state.extend(self.unsent_members(room_id, &at_start, &at_since, &filter.state, &timeline.senders)?);
@@ -300,7 +303,7 @@ impl Builder<'_> {
     /// data. Cheap checks, before any state is looked up: most rooms are quiet in most syncs.
     fn quiet(&self, room_id: &RoomId, room: &RoomRecord, until: u64) -> Result<bool> {
         let storage = &self.services.storage;
-        if storage.timeline_at(room.short_id, until)?.is_some_and(|(position, _)| position > self.since) {
+        if self.services.rooms.has_events_between(room.short_id, self.since, until)? {
             return Ok(false);
         }
         let (_, typing_changed) = self.services.typing.in_room(room_id);
