@@ -292,7 +292,7 @@ impl Services {
                     json!({ "edu_type": "m.signing_key_update", "content": content })
                 }
             };
-            queued.extend(self.federation.sender.queue_raw_edu(&mut batch, servers.iter().map(|s| &**s), &edu)?);
+            queued.extend(self.federation.sender.queue_edu(&mut batch, servers.iter().map(|s| &**s), &edu)?);
         }
         batch.put_meta(SENT_META, until.to_be_bytes().to_vec());
         self.storage.commit(batch).await?;

@@ -52,6 +52,7 @@ use ruma::{
     },
     serde::Raw,
 };
+use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::{sync::Notify, task::JoinSet};
 
@@ -294,33 +295,16 @@ impl Sender {
         queued
     }
 
-    /// Stages a persistent EDU for each destination into `batch`; once the batch is committed,
-    /// pass the result to [`wake`].
+    /// Stages a persistent EDU (ruma's `Edu`, or JSON `{"edu_type", "content"}` for the types
+    /// ruma does not carry as we send them) for each destination into `batch`; once the batch is
+    /// committed, pass the result to [`wake`].
     ///
     /// [`wake`]: Self::wake
     pub fn queue_edu<'a>(
         &self,
         batch: &mut Batch,
         destinations: impl IntoIterator<Item = &'a ServerName>,
-        edu: &Edu,
-    ) -> Result<Queued> {
-        let edu = serde_json::value::to_raw_value(edu).map_err(|e| Error::internal(format!("EDU: {e}")))?;
-        let mut queued = Queued::default();
-        for destination in destinations.into_iter().filter(|d| *d != self.inner.server_name) {
-            let number = self.inner.storage.allocate(batch, Sequence::Outbound);
-            batch.queue_outbound_edu(destination.as_str(), number, &edu);
-            queued.edus.push((destination.to_owned(), number));
-        }
-        Ok(queued)
-    }
-
-    /// [`queue_edu`](Self::queue_edu) for an EDU as JSON (`{"edu_type", "content"}`), for the
-    /// types ruma's `Edu` does not carry as we send them.
-    pub fn queue_raw_edu<'a>(
-        &self,
-        batch: &mut Batch,
-        destinations: impl IntoIterator<Item = &'a ServerName>,
-        edu: &serde_json::Value,
+        edu: &impl Serialize,
     ) -> Result<Queued> {
         let edu = serde_json::value::to_raw_value(edu).map_err(|e| Error::internal(format!("EDU: {e}")))?;
         let mut queued = Queued::default();
