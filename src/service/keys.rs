@@ -11,6 +11,7 @@ use ruma::{
 
 use crate::{
     error::{Error, Result},
+    service::rooms::pdu::rules_of,
     storage::{Batch, Storage},
 };
 
@@ -79,7 +80,7 @@ impl ServerKeys {
         event: &mut CanonicalJsonObject,
         version: &RoomVersionId,
     ) -> Result<()> {
-        let rules = version.rules().ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
+        let rules = rules_of(version)?;
         ruma::signatures::hash_and_sign_event(server_name, &self.pair, event, &rules.redaction)
             .map_err(|e| Error::internal(format!("signing an event: {e}")))
     }
@@ -92,7 +93,7 @@ impl ServerKeys {
         event: &mut CanonicalJsonObject,
         version: &RoomVersionId,
     ) -> Result<()> {
-        let rules = version.rules().ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
+        let rules = rules_of(version)?;
         ruma::signatures::sign_event(server_name, &self.pair, event, &rules.redaction)
             .map_err(|e| Error::internal(format!("signing an event: {e}")))
     }

@@ -1,8 +1,10 @@
 //! What reading rooms keeps in memory: parsed events with what the client format adds to them,
-//! the state snapshots around each event, and the relations pointing at an event.
+//! the state snapshots around each event and at stream positions, the relations pointing at an
+//! event, users' unread counts between syncs, and each room's head (latest timeline position and
+//! where its state last changed) so that syncs can skip what did not change.
 //!
 //! Reads fill the caches on a miss; writes that change what a read saw (a redaction, a new
-//! relation) invalidate after their commit. A read that raced such a write must not put back what
+//! relation, an outlier placed in the timeline, a receipt) invalidate after their commit. A read that raced such a write must not put back what
 //! it read before the commit, so every fill names the epoch it started in and is dropped when an
 //! invalidation happened since.
 

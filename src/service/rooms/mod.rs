@@ -556,9 +556,10 @@ impl Rooms {
     ) -> Result<Staged> {
         let pdu = built.pdu;
         // An outlier entering the timeline keeps its short ID.
-        let short_event = match self.storage.short_event_id(&pdu.event_id)? {
-            Some(short) => short,
-            None => self.storage.allocate(batch, Sequence::ShortEventId),
+        // An event stored before (an outlier now placed) is rewritten: caches must drop it.
+        let (short_event, rewritten) = match self.storage.short_event_id(&pdu.event_id)? {
+            Some(short) => (short, true),
+            None => (self.storage.allocate(batch, Sequence::ShortEventId), false),
         };
         let mut unsigned = Map::new();
         let mut remember = Vec::new();
@@ -616,6 +617,7 @@ impl Rooms {
                 pdu,
                 short_event,
                 short_room: room.record.short_id,
+                rewritten,
                 unsigned: stored.unsigned,
                 transaction: stored.transaction,
                 snapshots,
@@ -682,6 +684,7 @@ impl Rooms {
             pdu,
             short_event,
             short_room,
+            rewritten,
             unsigned,
             transaction,
             snapshots,
@@ -772,10 +775,13 @@ impl Rooms {
             self.notify_members(&first.pdu.room_id, staged.iter().flat_map(|s| s.woken.iter().map(|u| u.as_str())));
         }
         // Reads that raced this commit must not cache what they saw before it: an outlier that
-        // is now in the timeline, the relations of events that gained one.
-        let shorts: Vec<u64> = staged.iter().map(|s| s.short_event).collect();
+        // is now in the timeline, the relations of events that gained one. Most commits change
+        // neither, and leave the caches' epoch alone (a new epoch drops fills in flight).
+        let shorts: Vec<u64> = staged.iter().filter(|s| s.rewritten).map(|s| s.short_event).collect();
         let targets: Vec<OwnedEventId> = staged.iter().filter_map(|s| relation_of(&s.pdu)).map(|(t, _)| t).collect();
-        self.caches.invalidate(&shorts, targets.iter().map(|t| &**t));
+        if !shorts.is_empty() || !targets.is_empty() {
+            self.caches.invalidate(&shorts, targets.iter().map(|t| &**t));
+        }
         // A member event changes its user's display name (mentions) or join (unread from).
         for staged in &staged {
             if staged.pdu.kind == TimelineEventType::RoomMember
@@ -862,6 +868,8 @@ struct Staged {
     pdu: Arc<Pdu>,
     short_event: u64,
     short_room: u64,
+    /// Whether the event was stored before (an outlier), so that caches may hold it.
+    rewritten: bool,
     /// What the stored event adds to the PDU, for the cache.
     unsigned: Map<String, Value>,
     transaction: Option<(OwnedDeviceId, String)>,
