@@ -221,13 +221,15 @@ impl Rooms {
                 continue;
             }
             let content = self.state_content(&state, "m.room.member", member.as_str())?.unwrap_or_default();
-            joined.insert(
-                member.to_string(),
-                json!({
-                    "display_name": content.get("displayname").cloned().unwrap_or(Value::Null),
-                    "avatar_url": content.get("avatar_url").cloned().unwrap_or(Value::Null),
-                }),
-            );
+            // Only strings: a member event may carry `null` or anything else, and the
+            // response's fields are optional strings.
+            let mut profile = Map::new();
+            for (from, to) in [("displayname", "display_name"), ("avatar_url", "avatar_url")] {
+                if let Some(value @ Value::String(_)) = content.get(from) {
+                    profile.insert(to.to_owned(), value.clone());
+                }
+            }
+            joined.insert(member.to_string(), Value::Object(profile));
         }
         Ok(joined)
     }
