@@ -28,8 +28,10 @@ fn main() {
     let seconds: f64 = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let base = flag("--dir").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(base).expect("temporary directory");
-    let storage =
-        Arc::new(Storage::open(&DatabaseConfig { path: dir.path().to_path_buf(), cache_mb: 64 }).expect("open"));
+    let storage = Arc::new(
+        Storage::open(&DatabaseConfig { path: dir.path().to_path_buf(), cache_mb: 64, ..DatabaseConfig::default() })
+            .expect("open"),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let duration = Duration::from_secs_f64(seconds);
 

@@ -109,11 +109,13 @@ pub struct DatabaseConfig {
     pub path: PathBuf,
     /// Size of the shared block cache, in MiB.
     pub cache_mb: usize,
+    /// Memory for writes not yet flushed to disk (RocksDB memtables), across all columns, in MiB.
+    pub write_buffer_mb: usize,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("./data"), cache_mb: 128 }
+        Self { path: PathBuf::from("./data"), cache_mb: 128, write_buffer_mb: 4 }
     }
 }
 
@@ -276,11 +278,13 @@ impl Default for RateLimitsConfig {
 pub struct RoomsConfig {
     /// Room version of newly created rooms.
     pub default_version: RoomVersionId,
+    /// Memory for parsed events kept for reads (syncs, history), in MiB.
+    pub event_cache_mb: u64,
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { default_version: RoomVersionId::V12 }
+        Self { default_version: RoomVersionId::V12, event_cache_mb: 4 }
     }
 }
 
@@ -540,6 +544,12 @@ impl Config {
         }
         if self.database.cache_mb == 0 {
             return fail("database.cache_mb", "must be at least 1");
+        }
+        if self.database.write_buffer_mb < 2 {
+            return fail("database.write_buffer_mb", "must be at least 2");
+        }
+        if self.rooms.event_cache_mb == 0 {
+            return fail("rooms.event_cache_mb", "must be at least 1");
         }
         let reg = &self.registration;
         if reg.token_required && reg.tokens.is_empty() {

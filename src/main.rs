@@ -9,12 +9,14 @@ fn main() -> ExitCode {
 
 /// glibc raises its mmap threshold each time a large block is freed, after which such blocks come
 /// from heaps that are rarely given back: each 19 MiB argon2 buffer then stays resident, and a few
-/// hundred logins pin gigabytes. A fixed threshold keeps every block over 1 MiB in its own mapping,
-/// returned to the system when freed.
+/// hundred logins pin gigabytes. A fixed threshold keeps every block of 128 KiB or more (argon2's
+/// buffers, RocksDB's memtable blocks, large responses) in its own mapping, returned to the system
+/// when freed. (Fewer per-thread heaps would save a few MiB of free fragments more, but with a
+/// single heap the send rate under load fell by a quarter.)
 fn release_large_allocations_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread starts.
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
 }

@@ -66,7 +66,7 @@ impl Storage {
     pub fn open(config: &DatabaseConfig) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StorageError::Engine(format!("cannot create {}: {e}", config.path.display())))?;
-        let engine = rocks::RocksEngine::open(&config.path, config.cache_mb)?;
+        let engine = rocks::RocksEngine::open(config)?;
         Self::with_engine(Arc::new(engine))
     }
 

@@ -1,7 +1,5 @@
 //! The RocksDB engine.
 
-use std::path::Path;
-
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, Direction, IteratorMode,
     Options, ReadOptions, WriteBatch, WriteOptions,
@@ -13,9 +11,14 @@ use super::{
     engine::{Engine, Entry},
     schema::Access,
 };
+use crate::config::DatabaseConfig;
 
-/// Memory for unflushed writes, across all columns.
-const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
+/// Memtables grow in blocks of this size. RocksDB's default (an eighth of a memtable) would give
+/// every column that was written to at least that much, counted against the budget whether used or
+/// not; with a few dozen columns, most of them small, small blocks keep the budget for real data.
+/// At 128 KiB each block is a mapping of its own (see `main.rs`), returned to the system when its
+/// memtable is flushed rather than left as a hole in the heap.
+const ARENA_BLOCK: usize = 128 * 1024;
 
 pub struct RocksEngine {
     db: DB,
@@ -24,8 +27,10 @@ pub struct RocksEngine {
 impl RocksEngine {
     /// Opens (or creates) the database. RocksDB holds a lock file, so a second process opening the
     /// same directory fails here instead of corrupting it.
-    pub fn open(path: &Path, cache_mb: usize) -> Result<Self, StorageError> {
-        let cache = Cache::new_lru_cache(cache_mb * 1024 * 1024).map_err(engine_error)?;
+    pub fn open(config: &DatabaseConfig) -> Result<Self, StorageError> {
+        let path = &config.path;
+        let cache = Cache::new_lru_cache(config.cache_mb * 1024 * 1024).map_err(engine_error)?;
+        let write_buffer = config.write_buffer_mb * 1024 * 1024;
 
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
@@ -37,9 +42,11 @@ impl RocksEngine {
         db_options.set_keep_log_file_num(4);
         db_options.set_max_log_file_size(8 * 1024 * 1024);
         db_options.set_max_total_wal_size(64 * 1024 * 1024);
-        // Memtables of all columns together stay under this; a column that fills its own share is
-        // flushed early. Without it each column may hold up to 128 MiB of unflushed writes.
-        db_options.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        // Memtables of all columns together stay under this (the largest is flushed when they
+        // reach it); a column that fills its own share is flushed early. Without it each column
+        // may hold up to 128 MiB of unflushed writes. Recent events are served from the rooms'
+        // own cache, so memtables need not be large to keep reads fast.
+        db_options.set_db_write_buffer_size(write_buffer);
 
         let descriptors = Column::ALL.iter().map(|&column| {
             let mut table = BlockBasedOptions::default();
@@ -50,7 +57,8 @@ impl RocksEngine {
             }
             let mut options = Options::default();
             options.set_block_based_table_factory(&table);
-            options.set_write_buffer_size(MEMTABLE_BUDGET / 4);
+            options.set_write_buffer_size(write_buffer / 4);
+            options.set_arena_block_size(ARENA_BLOCK);
             options.set_compression_type(DBCompressionType::Lz4);
             options.set_bottommost_compression_type(DBCompressionType::Zstd);
             ColumnFamilyDescriptor::new(column.name(), options)

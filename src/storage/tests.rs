@@ -13,7 +13,7 @@ use serde_json::json;
 use super::*;
 
 fn open(dir: &std::path::Path) -> Storage {
-    Storage::open(&DatabaseConfig { path: dir.to_path_buf(), cache_mb: 8 }).unwrap()
+    Storage::open(&DatabaseConfig { path: dir.to_path_buf(), cache_mb: 8, ..DatabaseConfig::default() }).unwrap()
 }
 
 fn user(n: u64) -> OwnedUserId {
@@ -71,7 +71,8 @@ fn a_committed_batch_is_visible_whole_and_survives_reopening() {
 fn a_second_process_cannot_open_the_same_database() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
-    let second = Storage::open(&DatabaseConfig { path: dir.path().to_path_buf(), cache_mb: 8 });
+    let second =
+        Storage::open(&DatabaseConfig { path: dir.path().to_path_buf(), cache_mb: 8, ..DatabaseConfig::default() });
     let message = second.err().expect("the lock must refuse a second opener").to_string();
     assert!(message.contains("in use"), "{message}");
 }

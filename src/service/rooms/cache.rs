@@ -22,8 +22,8 @@ use serde_json::{Map, Value};
 use super::{Pdu, receipts::UnreadMemo};
 use crate::storage::{RelationRecord, StoredEvent};
 
-/// Bytes of parsed events kept (weighed by their JSON sizes, roughly what they take in memory).
-const EVENT_BYTES: u64 = 12 * 1024 * 1024;
+/// Parsed events expected per MiB of the event cache, to size its index.
+const EVENTS_PER_MIB: usize = 800;
 /// Events whose state snapshots are kept (24 bytes each).
 const SNAPSHOT_ENTRIES: usize = 100_000;
 /// Events whose relations (often none) are kept.
@@ -54,10 +54,12 @@ struct EventWeigher;
 
 impl quick_cache::Weighter<u64, Arc<CachedEvent>> for EventWeigher {
     fn weight(&self, _key: &u64, event: &Arc<CachedEvent>) -> u64 {
-        // Content, IDs and the DAG references dominate; 256 bytes for the rest.
+        // Its content, and the DAG references (an allocation each); a parsed event's IDs,
+        // hashes, signatures and maps take about 1 KiB besides (a heap profile showed the cache
+        // at twice its weight when this was counted as 256 bytes).
         let pdu = &event.pdu;
-        let references = (pdu.prev_events.len() + pdu.auth_events.len()) as u64 * 48;
-        256 + pdu.content.get().len() as u64 + references
+        let references = (pdu.prev_events.len() + pdu.auth_events.len()) as u64 * 64;
+        1024 + pdu.content.get().len() as u64 + references
     }
 }
 
@@ -96,11 +98,13 @@ struct Head {
 }
 
 impl RoomCaches {
-    pub(super) fn new(started_at: u64) -> Self {
+    /// `event_bytes`: memory for parsed events, weighed by their sizes (roughly what they take).
+    pub(super) fn new(started_at: u64, event_bytes: u64) -> Self {
+        let estimated_events = (event_bytes as usize >> 20).max(1) * EVENTS_PER_MIB;
         Self {
             heads: Mutex::new(HashMap::new()),
             started_at,
-            events: quick_cache::sync::Cache::with_weighter(20_000, EVENT_BYTES, EventWeigher),
+            events: quick_cache::sync::Cache::with_weighter(estimated_events, event_bytes, EventWeigher),
             snapshots: quick_cache::sync::Cache::new(SNAPSHOT_ENTRIES),
             relations: quick_cache::sync::Cache::new(RELATION_ENTRIES),
             unread: quick_cache::sync::Cache::new(UNREAD_ENTRIES),

@@ -158,13 +158,14 @@ impl Rooms {
         appservices: Arc<crate::service::appservice::AppServices>,
     ) -> Self {
         let started_at = storage.stream_position();
+        let event_cache_bytes = config.rooms.event_cache_mb << 20;
         Self {
             config,
             state: StateStore::new(storage.clone()),
             storage,
             keys,
             locks: KeyedLocks::default(),
-            caches: RoomCaches::new(started_at),
+            caches: RoomCaches::new(started_at, event_cache_bytes),
             state_key_lock: tokio::sync::Mutex::new(()),
             alias_lock: tokio::sync::Mutex::new(()),
             notifier,
