@@ -190,6 +190,15 @@ impl Presence {
         }
     }
 
+    /// The `m.presence` content for a user the server has a presence for (one who ever synced,
+    /// set a presence or, for a remote user, whose server sent one).
+    pub fn known(&self, user: &UserId) -> Option<Value> {
+        if !self.config.enabled {
+            return None;
+        }
+        self.users.lock().expect("presence lock").get(user).map(content_of)
+    }
+
     /// Users whose presence changed after `serial`, with their content.
     pub fn changed_since(&self, serial: u64) -> Vec<(OwnedUserId, Value)> {
         let users = self.users.lock().expect("presence lock");

@@ -503,6 +503,45 @@ async fn presence_status_round_trips_and_reaches_those_who_share_a_room() {
     assert_eq!(presence_of(&own, &bob).pop().unwrap()["presence"], "online", "{own}");
 }
 
+/// Whether a sync's timeline of `room_id` holds `user`'s join.
+fn shows_join(reply: &Value, room_id: &str, user: &User) -> bool {
+    section(reply, room_id, "timeline")
+        .iter()
+        .any(|e| e["type"] == "m.room.member" && e["state_key"] == user.user_id && e["content"]["membership"] == "join")
+}
+
+#[tokio::test]
+async fn presence_of_those_who_newly_share_a_room_comes_with_the_join() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    set_presence(&server, &alice, json!({ "presence": "online", "status_msg": "alice here" })).await;
+    set_presence(&server, &bob, json!({ "presence": "online", "status_msg": "bob here" })).await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    // Neither presence changes after these tokens: what the syncs below carry is news only
+    // because the two come to share a room.
+    let (alice_since, bob_since) = (sync_token(&server, &alice).await, sync_token(&server, &bob).await);
+    let (status, reply) = server.post(&room_path(&room, "join"), bob.tok(), json!({})).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // The existing member learns the new member's presence in the sync that shows the join.
+    let alices = sync_until(&server, &alice, &alice_since, None, |r| shows_join(r, &room, &bob)).await;
+    let content = presence_of(last(&alices), &bob).pop().unwrap_or_else(|| panic!("{:#}", last(&alices)));
+    assert_eq!((&content["presence"], &content["status_msg"]), (&json!("online"), &json!("bob here")));
+    // The new member learns the presence of the room's members with the room.
+    let seen = sync_until(&server, &bob, &bob_since, None, |r| !section(r, &room, "timeline").is_empty()).await;
+    let content = presence_of(last(&seen), &alice).pop().unwrap_or_else(|| panic!("{:#}", last(&seen)));
+    assert_eq!((&content["presence"], &content["status_msg"]), (&json!("online"), &json!("alice here")));
+
+    // Once shared, unchanged presence is not repeated.
+    let id = send_text(&server, &alice, &room, "hello").await;
+    let seen = sync_until(&server, &alice, &next_batch(&alices), None, |r| {
+        section(r, &room, "timeline").iter().any(|e| e["event_id"] == id.as_str())
+    })
+    .await;
+    assert!(presence_of(last(&seen), &bob).is_empty(), "{:#}", last(&seen));
+}
+
 #[tokio::test]
 async fn presence_idle_turns_unavailable_and_activity_brings_back_online() {
     let server = TestServer::start_with(&[

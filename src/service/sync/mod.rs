@@ -8,7 +8,7 @@
 pub mod lazy;
 pub mod token;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{cell::RefCell, collections::BTreeSet, time::Duration};
 
 use ruma::{OwnedUserId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Map, Value, json};
@@ -111,7 +111,14 @@ pub async fn build(services: &Services, session: &Session, request: &SyncRequest
         // A new sync sequence: the client remembers no members.
         services.lazy_members.reset(&session.user_id, &session.device_id);
     }
-    let builder = Builder { services, session, request, now, since: request.since.map_or(0, |s| s.position) };
+    let builder = Builder {
+        services,
+        session,
+        request,
+        now,
+        since: request.since.map_or(0, |s| s.position),
+        newly_shared: RefCell::default(),
+    };
     let (mut response, mut has_updates) = builder.build()?;
 
     // Send-to-device messages: those of the previous sync are acknowledged now and deleted.
@@ -145,6 +152,9 @@ struct Builder<'a> {
     now: SyncToken,
     /// Position of `since`, 0 for an initial sync.
     since: u64,
+    /// Users who came to share a joined room with the user since `since` (found while the rooms
+    /// are built): their presence is news to the client even when it did not change.
+    newly_shared: RefCell<BTreeSet<OwnedUserId>>,
 }
 
 impl Builder<'_> {
@@ -225,9 +235,8 @@ impl Builder<'_> {
         // A room the user was not in at `since` (joined since, or left after an invite) is new to
         // the client: it gets it whole. One the user was in gets what changed, even when the user
         // has left it since (the leave is in the timeline).
-        let whole = self.initial()
-            || self.request.full_state
-            || (membership.position > self.since && !self.was_joined_at_since(room_id)?);
+        let newly_joined = !self.initial() && membership.position > self.since && !self.was_joined_at_since(room_id)?;
+        let whole = self.initial() || self.request.full_state || newly_joined;
         if !whole && self.quiet(room_id, &room, until)? {
             return Ok(None);
         }
@@ -246,6 +255,9 @@ impl Builder<'_> {
         // limited).
         // Most syncs follow messages only: the state is then the same at both ends, read once.
         let unchanged = !whole && rooms.state_unchanged_since(room.short_id, self.since);
+        if membership.membership == "join" && (newly_joined || (!self.initial() && !unchanged)) {
+            self.note_newly_shared(room_id, &room, newly_joined)?;
+        }
         let at_start = match timeline_start {
             _ if unchanged => rooms.state_at_position(room_id, until)?,
             Some(position) => rooms.state_at_position(room_id, position - 1)?,
@@ -463,22 +475,65 @@ impl Builder<'_> {
         Ok(events)
     }
 
-    /// Presence of users who share a room with the syncing user (and theirs), changed since the
-    /// token's serial.
+    /// Records the members of a joined room who were not joined to it at `since`: all of them
+    /// when the user joined it since, otherwise those whose membership event changed since and
+    /// is now a join (only the state entries that differ are read).
+    fn note_newly_shared(&self, room_id: &RoomId, room: &RoomRecord, newly_joined: bool) -> Result<()> {
+        let rooms = &self.services.rooms;
+        let mut shared = self.newly_shared.borrow_mut();
+        if newly_joined {
+            let members = self.services.storage.members(room.short_id)?.into_iter();
+            shared.extend(members.filter(|(member, m)| m == "join" && member != self.user()).map(|(member, _)| member));
+            return Ok(());
+        }
+        let before = rooms.state_at_position(room_id, self.since)?;
+        for (short_key, short_event) in rooms.current_state(room)?.iter() {
+            if before.get(short_key) == Some(short_event) {
+                continue;
+            }
+            let Some(event) = rooms.cached_event(*short_event)? else { continue };
+            let pdu = &event.pdu;
+            let Some(member) = pdu.state_key.as_deref().filter(|_| pdu.kind == TimelineEventType::RoomMember) else {
+                continue;
+            };
+            let Ok(member) = UserId::parse(member) else { continue };
+            if member != self.user()
+                && pdu.content_str("membership").as_deref() == Some("join")
+                && rooms.membership_in(&before, &member)?.as_deref() != Some("join")
+            {
+                shared.insert(member);
+            }
+        }
+        Ok(())
+    }
+
+    /// Presence of users who share a room with the syncing user (and theirs): what changed since
+    /// the token's serial, and the current presence of those who newly share a room with them.
     fn presence(&self) -> Result<Vec<Value>> {
         let filter = &self.request.filter.presence;
         let since = self.request.since.map_or(0, |s| s.serial);
         let changed = self.services.presence.changed_since(since);
-        if changed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mine: BTreeSet<_> = self.services.rooms.joined_rooms(self.user())?.into_iter().collect();
+        let newly_shared = self.newly_shared.borrow();
         let mut events = Vec::new();
-        for (user, content) in changed {
-            let shares =
-                user == self.user() || self.services.rooms.joined_rooms(&user)?.iter().any(|room| mine.contains(room));
-            if shares && filter.allows("m.presence", Some(&user)) {
+        let mut event = |user: &UserId, content: Value| {
+            if filter.allows("m.presence", Some(user)) {
                 events.push(json!({ "type": "m.presence", "sender": user, "content": content }));
+            }
+        };
+        if !changed.is_empty() {
+            let mine: BTreeSet<_> = self.services.rooms.joined_rooms(self.user())?.into_iter().collect();
+            for (user, content) in &changed {
+                let shares = user == self.user()
+                    || newly_shared.contains(user)
+                    || self.services.rooms.joined_rooms(user)?.iter().any(|room| mine.contains(room));
+                if shares {
+                    event(user, content.clone());
+                }
+            }
+        }
+        for user in newly_shared.iter().filter(|user| !changed.iter().any(|(changed, _)| changed == *user)) {
+            if let Some(content) = self.services.presence.known(user) {
+                event(user, content);
             }
         }
         Ok(events)
