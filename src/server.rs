@@ -18,6 +18,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         tracing::info!("ignoring {variable}: it names no setting");
     }
     services.start_appservices().await.map_err(|e| e.to_string())?;
+    services.start_pushers();
 
     let listener = TcpListener::bind(config.listen.client)
         .await

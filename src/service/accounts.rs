@@ -536,7 +536,7 @@ impl Accounts {
         self.commit_deletions(batch, user_id, revoked).await
     }
 
-    /// Stages a device's deletion: its record, tokens and end-to-end encryption keys.
+    /// Stages a device's deletion: its record, tokens, pushers and end-to-end encryption keys.
     fn stage_delete_device(
         &self,
         batch: &mut Batch,
@@ -545,6 +545,7 @@ impl Accounts {
         record: &DeviceRecord,
     ) -> Result<()> {
         batch.delete_device(user_id, device_id, record);
+        self.storage.delete_device_pushers(batch, user_id, device_id)?;
         Ok(self.storage.delete_device_keys(batch, user_id, device_id)?)
     }
 

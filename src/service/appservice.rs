@@ -21,7 +21,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
-    time::Duration,
 };
 
 use regex::Regex;
@@ -184,20 +183,12 @@ impl AppServices {
             }
             services.push(Arc::new(service));
         }
-        let fed = &config.federation;
         Ok(Self {
             storage,
             services,
             by_token,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(fed.request_timeout_secs))
-                .build()
-                .map_err(|e| Error::internal(format!("HTTP client: {e}")))?,
-            backoff: Backoff {
-                min: Duration::from_millis(fed.retry_min_ms),
-                max: Duration::from_secs(fed.retry_max_secs),
-                catch_up_after: Duration::MAX,
-            },
+            client: super::outbound_http_client(config)?,
+            backoff: Backoff::outbound(config),
         })
     }
 

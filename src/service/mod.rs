@@ -16,6 +16,7 @@ pub mod password;
 pub mod presence;
 pub mod profiles;
 pub mod push_rules;
+pub mod pushers;
 pub mod rate_limit;
 pub mod rooms;
 pub mod secrets;
@@ -65,6 +66,8 @@ pub struct Services {
     pub media: media::Media,
     /// Application services: registrations, identity assertion, event delivery.
     pub appservices: Arc<appservice::AppServices>,
+    /// Pushers and the delivery of notifications to push gateways.
+    pub pushers: Arc<pushers::Pushers>,
     /// Held while an auto-join room is created, so that concurrent registrations make one.
     auto_join_creation: tokio::sync::Mutex<()>,
 }
@@ -81,6 +84,7 @@ impl Services {
         let device_lists = Arc::new(e2ee::DeviceLists::new(storage.clone(), notifier.clone()));
         let media = media::Media::new(config.clone(), storage.clone(), federation.client.clone())?;
         let appservices = Arc::new(appservice::AppServices::load(&config, storage.clone())?);
+        let pushers = Arc::new(pushers::Pushers::new(&config, storage.clone())?);
         Ok(Arc::new(Self {
             rooms: rooms::Rooms::new(
                 config.clone(),
@@ -89,8 +93,10 @@ impl Services {
                 notifier.clone(),
                 federation.sender.clone(),
                 appservices.clone(),
+                pushers.clone(),
             ),
             appservices,
+            pushers,
             filters: filters::Filters::new(storage.clone()),
             keys,
             accounts: accounts::Accounts::new(config.clone(), storage.clone(), device_lists.clone()),
@@ -166,6 +172,15 @@ impl Services {
 }
 
 /// Milliseconds since the Unix epoch, the unit of every Matrix timestamp.
+/// The plain HTTP client of outbound requests to what the configuration or users name
+/// (application services, push gateways): no X-Matrix, the federation time limit.
+pub fn outbound_http_client(config: &Config) -> crate::error::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(config.federation.request_timeout_secs))
+        .build()
+        .map_err(|e| crate::error::Error::internal(format!("HTTP client: {e}")))
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

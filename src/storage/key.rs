@@ -105,6 +105,19 @@ pub fn device_of(key: &[u8]) -> Result<&str, StorageError> {
     Ok(device)
 }
 
+/// `Pushers`: one pusher of a user (the user's are under `user_prefix`).
+pub fn pusher(user_id: &UserId, app_id: &str, pushkey: &str) -> Vec<u8> {
+    KeyBuilder::new().str(user_id.as_str()).str(app_id).str(pushkey).build()
+}
+
+/// Reads a `pusher` key: user, app ID, pushkey.
+pub fn pusher_parts(key: &[u8]) -> Result<(&str, &str, &str), StorageError> {
+    let mut reader = KeyReader::new(key);
+    let parts = (reader.str()?, reader.str()?, reader.str()?);
+    reader.finish()?;
+    Ok(parts)
+}
+
 /// `AccessTokens`, `RefreshTokens`: a token's SHA-256.
 pub fn token(hash: &[u8; 32]) -> Vec<u8> {
     KeyBuilder::new().bytes(hash).build()

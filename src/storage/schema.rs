@@ -110,6 +110,10 @@ pub enum Column {
     /// number` (`u64` from `Sequence::Outbound`, so a room's events keep their order). Value: the
     /// short event ID (`u64`, binary). Deleted once the service acknowledged the transaction.
     AppServiceQueue,
+    /// Pushers (`service::pushers`): where a user's notifications go. Key: `user_id ++ app_id ++
+    /// pushkey`. Value: `PusherRecord` (kind, names, language, data, the device that created it,
+    /// `pushkey_ts`).
+    Pushers,
     /// Identity keys of devices (end-to-end encryption), as the device uploaded them; signatures
     /// others added are in `KeySignatures`. Key: `user_id ++ device_id`. Value: the signed device
     /// keys object.
@@ -164,7 +168,7 @@ pub enum Access {
 }
 
 impl Column {
-    pub const ALL: [Column; 47] = [
+    pub const ALL: [Column; 48] = [
         Column::Meta,
         Column::Users,
         Column::Devices,
@@ -212,6 +216,7 @@ impl Column {
         Column::Backfill,
         Column::Media,
         Column::MediaThumbnails,
+        Column::Pushers,
     ];
 
     /// The column family's name on disk; never rename one without a migration.
@@ -264,6 +269,7 @@ impl Column {
             Column::Backfill => "backfill",
             Column::Media => "media",
             Column::MediaThumbnails => "media_thumbnails",
+            Column::Pushers => "pushers",
         }
     }
 
@@ -315,7 +321,8 @@ impl Column {
             | Column::DeviceListChanges
             | Column::BackupVersions
             | Column::BackupKeys
-            | Column::Backfill => Access::Scan,
+            | Column::Backfill
+            | Column::Pushers => Access::Scan,
         }
     }
 }

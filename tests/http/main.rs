@@ -18,6 +18,7 @@ mod login;
 mod media;
 mod profile;
 mod push_rules;
+mod pushers;
 mod registration;
 mod rooms_api;
 mod rooms_auth;

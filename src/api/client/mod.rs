@@ -11,6 +11,7 @@ mod keys;
 pub mod media;
 mod profile;
 mod push_rules;
+mod pushers;
 mod register;
 mod relations;
 mod room_events;
@@ -56,6 +57,8 @@ pub fn v3_routes() -> Router<Arc<Services>> {
             get(profile::get_field).put(profile::set_field).delete(profile::delete_field),
         )
         .route("/user/{user_id}/account_data/{kind}", get(account_data::get).put(account_data::set))
+        .route("/pushers", get(pushers::list))
+        .route("/pushers/set", post(pushers::set))
         .route("/pushrules/", get(push_rules::all))
         .route("/pushrules/{scope}/", get(push_rules::global))
         .route(

@@ -124,6 +124,16 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The backoff of outbound deliveries other than federation's (application services, push
+    /// gateways): the federation settings, without catch-up.
+    pub fn outbound(config: &crate::config::Config) -> Self {
+        Self {
+            min: Duration::from_millis(config.federation.retry_min_ms),
+            max: Duration::from_secs(config.federation.retry_max_secs),
+            catch_up_after: Duration::MAX,
+        }
+    }
+
     /// The wait after `failures` failures in a row (1 for the first).
     pub fn delay(&self, failures: u32) -> Duration {
         let factor = 2u32.saturating_pow(failures.saturating_sub(1));

@@ -19,6 +19,7 @@ pub mod pdu;
 mod power;
 pub mod read;
 mod receipts;
+pub use receipts::{Notification, notification};
 mod redaction;
 pub mod relations;
 pub mod remote;
@@ -73,6 +74,8 @@ pub struct Rooms {
     sender: Arc<Sender>,
     /// Timeline events are queued for the application services they concern.
     appservices: Arc<crate::service::appservice::AppServices>,
+    /// Committed timeline events are offered for pushing.
+    pushers: Arc<crate::service::pushers::Pushers>,
     /// Joined members per server, by state snapshot (`servers`).
     server_counts: quick_cache::sync::Cache<u64, Arc<servers::ServerCounts>>,
 }
@@ -156,6 +159,7 @@ impl Rooms {
         notifier: Arc<Notifier>,
         sender: Arc<Sender>,
         appservices: Arc<crate::service::appservice::AppServices>,
+        pushers: Arc<crate::service::pushers::Pushers>,
     ) -> Self {
         let started_at = storage.stream_position();
         let event_cache_bytes = config.rooms.event_cache_mb << 20;
@@ -171,6 +175,7 @@ impl Rooms {
             notifier,
             sender,
             appservices,
+            pushers,
             server_counts: quick_cache::sync::Cache::new(servers::CACHE_CAPACITY),
         }
     }
@@ -810,6 +815,9 @@ impl Rooms {
                     position,
                 };
                 self.caches.committed_event(staged.short_event, Arc::new(cached));
+                if staged.in_timeline {
+                    self.pushers.enqueue(staged.pdu.clone());
+                }
                 tracing::debug!(room = %staged.pdu.room_id, event = %staged.pdu.event_id, kind = %staged.pdu.kind, position, "event stored");
                 Appended { pdu: staged.pdu, position }
             })

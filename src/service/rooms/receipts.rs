@@ -6,7 +6,7 @@ use ruma::{EventId, RoomId, UserId};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
-use super::Rooms;
+use super::{Pdu, Rooms};
 use crate::{
     error::{Error, Result},
     service::now_ms,
@@ -156,17 +156,12 @@ impl Rooms {
             for (position, short) in chunk {
                 scanned += 1;
                 let Some(pdu) = self.event(short)? else { continue };
-                if pdu.sender == user || !NOTIFYING.contains(&pdu.kind.to_string().as_str()) {
-                    continue;
-                }
-                // Parsed once, and only the fields looked at.
-                let content: Notable = serde_json::from_str(pdu.content.get()).unwrap_or_default();
-                let thread = content.thread_root().unwrap_or_else(|| "main".to_owned());
-                if position <= *memo.threads.entry(thread).or_insert_with_key(|t| read_up_to(t).unwrap_or(0)) {
+                let Some(notify) = notification(&pdu, user, memo.display_name.as_deref()) else { continue };
+                if position <= *memo.threads.entry(notify.thread).or_insert_with_key(|t| read_up_to(t).unwrap_or(0)) {
                     continue;
                 }
                 memo.notifications += 1;
-                if content.mentions(user, memo.display_name.as_deref()) {
+                if notify.highlight {
                     memo.highlights += 1;
                 }
                 if memo.notifications == MAX_UNREAD {
@@ -182,6 +177,37 @@ impl Rooms {
         self.caches.fill_unread(epoch, key, memo);
         Ok(counts)
     }
+}
+
+/// What an event means for a user's notifications: which thread's read position it is counted
+/// against, and whether it highlights (mentions them).
+pub struct Notification {
+    /// The thread root, `main` outside threads.
+    pub thread: String,
+    pub highlight: bool,
+}
+
+/// Whether an event notifies a user, as the default push rules decide it: messages (and the like)
+/// from others, and invites of the user. The one evaluation behind unread counts and pushers.
+pub fn notification(pdu: &Pdu, user: &UserId, display_name: Option<&str>) -> Option<Notification> {
+    if pdu.sender == user {
+        return None;
+    }
+    let kind = pdu.kind.to_string();
+    if kind == "m.room.member" {
+        let invited = pdu.state_key.as_deref() == Some(user.as_str())
+            && pdu.content_str("membership").as_deref() == Some("invite");
+        return invited.then(|| Notification { thread: "main".to_owned(), highlight: false });
+    }
+    if !NOTIFYING.contains(&kind.as_str()) {
+        return None;
+    }
+    // Parsed once, and only the fields looked at.
+    let content: Notable = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+    Some(Notification {
+        thread: content.thread_root().unwrap_or_else(|| "main".to_owned()),
+        highlight: content.mentions(user, display_name),
+    })
 }
 
 /// Unread counts of a user in a room, counted up to a stream position, so that the next sync
