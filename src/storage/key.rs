@@ -585,4 +585,14 @@ mod tests {
         assert!(KeyReader::new(&[0xC3, SEP]).str().is_err());
         assert!(device_of(b"a\xFFb\xFFextra").is_err());
     }
+
+    #[test]
+    fn pusher_keys_read_back_and_stay_under_their_user() {
+        let alice = UserId::parse("@alice:example.org").unwrap();
+        let key = pusher(&alice, "org.example.app", "key:with/odd chars");
+        assert!(key.starts_with(&user_prefix(&alice)));
+        assert_eq!(pusher_parts(&key).unwrap(), ("@alice:example.org", "org.example.app", "key:with/odd chars"));
+        let alicia = UserId::parse("@alice:example.org.evil").unwrap();
+        assert!(!pusher(&alicia, "a", "b").starts_with(&user_prefix(&alice)));
+    }
 }
