@@ -10,13 +10,18 @@
 //! (`enqueue`, after the commit: a full queue drops the push with a warning, never the commit). One
 //! task takes events from it; for each local joined member but the sender (and for the invitee of
 //! an invite) who has pushers and whom the event notifies (`rooms::notification`, the evaluation
-//! behind unread counts), it posts the spec's notification to each pusher's gateway
+//! behind unread counts, and the user's push rules saying `notify`, which also give the tweaks), it
+//! posts the spec's notification to each pusher's gateway
 //! (`POST {data.url}`), at most [`CONCURRENT_SENDS`] at a time, each with the outbound time limit
 //! and [`ATTEMPTS`] tries with backoff. A pushkey the gateway names in `rejected` is deleted.
 
 use std::sync::Arc;
 
-use ruma::{DeviceId, OwnedUserId, UserId};
+use ruma::{
+    DeviceId, OwnedUserId, UInt, UserId,
+    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx},
+    serde::Raw,
+};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -236,7 +241,7 @@ impl Services {
                     _ = shutdown.changed() => return,
                 };
                 let Some(services) = services.upgrade() else { return };
-                let notifications = match services.notifications_for(&pdu) {
+                let notifications = match services.notifications_for(&pdu).await {
                     Ok(notifications) => notifications,
                     Err(e) => {
                         tracing::warn!(event = %pdu.event_id, error = %e, "cannot work out the pushes of an event");
@@ -262,8 +267,10 @@ impl Services {
         });
     }
 
-    /// The notifications an event sends: one per pusher of each user it notifies.
-    fn notifications_for(&self, pdu: &Pdu) -> Result<Vec<(Pusher, Value)>> {
+    /// The notifications an event sends: one per pusher of each user it notifies. The event must
+    /// count as a notification (`rooms::notification`, as for unread counts) and the user's push
+    /// rules must say `notify` (so a muted room stays silent); their tweaks go to the gateway.
+    async fn notifications_for(&self, pdu: &Pdu) -> Result<Vec<(Pusher, Value)>> {
         let Some(room) = self.rooms.room(&pdu.room_id)? else { return Ok(Vec::new()) };
         let local = |user: &UserId| user.server_name() == self.config.server_name;
         let mut users: Vec<OwnedUserId> = self
@@ -281,6 +288,20 @@ impl Services {
         {
             users.push(invitee);
         }
+        let member_count = UInt::try_from(users.len()).unwrap_or(UInt::MAX);
+        let power_levels: PushConditionPowerLevelsCtx =
+            self.rooms.power_levels(&*self.rooms.current_state(&room)?, &room.version)?.into();
+        let mut event = json!({
+            "event_id": pdu.event_id,
+            "room_id": pdu.room_id,
+            "sender": pdu.sender,
+            "type": pdu.kind.to_string(),
+            "content": serde_json::from_str::<Value>(pdu.content.get()).unwrap_or_default(),
+        });
+        if let Some(state_key) = &pdu.state_key {
+            event["state_key"] = json!(state_key);
+        }
+        let event: Raw<Value> = Raw::new(&event).map_err(|e| Error::internal(format!("push event: {e}")))?;
         let mut out = Vec::new();
         let mut room_facts = None;
         for user in users {
@@ -298,6 +319,19 @@ impl Services {
             let Some(notification) = crate::service::rooms::notification(pdu, &user, display_name.as_deref()) else {
                 continue;
             };
+            let context = PushConditionRoomCtx::new(
+                pdu.room_id.clone(),
+                member_count,
+                user.clone(),
+                display_name.clone().unwrap_or_else(|| user.localpart().to_owned()),
+            )
+            .with_power_levels(power_levels.clone());
+            let ruleset = self.account_data.push_rules(&user)?;
+            let actions = ruleset.get_actions(&event, &context).await;
+            if !actions.iter().any(Action::should_notify) {
+                continue;
+            }
+            let tweaks = tweaks_of(actions, notification.highlight);
             if room_facts.is_none() {
                 let name = |kind: &str, field: &str, key: &str| -> Result<Option<String>> {
                     Ok(self.rooms.current_state_event(&pdu.room_id, kind, key)?.and_then(|e| e.content_str(field)))
@@ -310,7 +344,7 @@ impl Services {
             let (room_name, sender_name) = room_facts.clone().expect("filled above");
             let unread = self.unread_total(&user)?;
             for pusher in pushers {
-                let body = notification_body(pdu, &pusher, notification.highlight, unread, &room_name, &sender_name);
+                let body = notification_body(pdu, &pusher, &tweaks, unread, &room_name, &sender_name);
                 out.push((pusher, body));
             }
         }
@@ -330,12 +364,33 @@ impl Services {
     }
 }
 
+/// The tweaks of the actions (`sound`, `highlight`, ...) as the gateway gets them: `highlight`
+/// when a rule sets it or the event mentions the user (as the unread counts see it).
+fn tweaks_of(actions: &[Action], mentioned: bool) -> Map<String, Value> {
+    let mut tweaks = Map::new();
+    for action in actions {
+        if let Action::SetTweak(tweak) = action
+            && let Ok(Value::Object(json)) = serde_json::to_value(tweak)
+            && let Some(Value::String(name)) = json.get("set_tweak")
+        {
+            tweaks.insert(name.clone(), json.get("value").cloned().unwrap_or(Value::Bool(true)));
+        }
+    }
+    if mentioned {
+        tweaks.insert("highlight".to_owned(), Value::Bool(true));
+    }
+    if tweaks.get("highlight") == Some(&Value::Bool(false)) {
+        tweaks.remove("highlight");
+    }
+    tweaks
+}
+
 /// The spec's notification for one pusher. With `format: event_id_only`, only the event and room
 /// IDs, the counts and the device go (no content, sender or names).
 fn notification_body(
     pdu: &Pdu,
     pusher: &Pusher,
-    highlight: bool,
+    tweaks: &Map<String, Value>,
     unread: usize,
     room_name: &Option<String>,
     sender_name: &Option<String>,
@@ -346,10 +401,6 @@ fn notification_body(
     let kind = pdu.kind.to_string();
     let is_invite = kind == "m.room.member" && pdu.content_str("membership").as_deref() == Some("invite");
     let high = is_invite || matches!(kind.as_str(), "m.room.message" | "m.room.encrypted" | "m.sticker");
-    let mut tweaks = json!({});
-    if highlight {
-        tweaks["highlight"] = json!(true);
-    }
     let mut notification = json!({
         "event_id": pdu.event_id,
         "room_id": pdu.room_id,

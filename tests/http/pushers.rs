@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     server::{TestServer, User, assert_error},
-    sync::{V3, send_text, shared_room},
+    sync::{V3, enc, send, send_text, shared_room},
 };
 
 /// What the gateway received, and the pushkeys it rejects.
@@ -321,8 +321,26 @@ async fn notifications_reach_the_gateway() {
     }
     gateway.wait_for(&own, "carol-key").await;
 
-    // Notifications of one event are worked out together, so by now alice's own is decided.
+    // Notifications of one event are worked out together and sent at once: had alice's own been
+    // pushed to her, it would arrive with carol's (give it a moment).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(gateway.find(&own, "alice-key").is_none(), "the sender's own message is pushed to them");
+    // A mention highlights; by the default rules it also plays a sound.
+    let content = json!({ "msgtype": "m.text", "body": "look", "m.mentions": { "user_ids": [alice.user_id] } });
+    let mention = send(&server, &bob, &room, "m.room.message", content).await;
+    let tweaks = &gateway.wait_for(&mention, "alice-key").await["notification"]["devices"][0]["tweaks"];
+    assert_eq!(tweaks["highlight"], true, "{tweaks}");
+    assert_eq!(tweaks["sound"], "default", "{tweaks}");
+
+    // Alice mutes the room with a push rule: nothing more reaches her phone; Carol still hears.
+    let (status, reply) =
+        server.put(&format!("{V3}/pushrules/global/room/{}", enc(&room)), alice.tok(), json!({ "actions": [] })).await;
+    assert_eq!(status, 200, "{reply}");
+    let muted = send_text(&server, &bob, &room, "quiet please").await;
+    gateway.wait_for(&muted, "carol-key").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gateway.find(&muted, "alice-key").is_none(), "a muted room is pushed");
+
     // The state event (not a message) is not pushed either.
     assert!(gateway.notifications.lock().unwrap().iter().all(|n| n["notification"]["type"] != "m.room.name"));
 }
