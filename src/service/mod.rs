@@ -171,9 +171,8 @@ impl Services {
     }
 }
 
-/// Milliseconds since the Unix epoch, the unit of every Matrix timestamp.
-/// The plain HTTP client of outbound requests to what the configuration or users name
-/// (application services, push gateways): no X-Matrix, the federation time limit.
+/// The plain HTTP client of outbound requests to what the configuration names (application
+/// services): no X-Matrix, the federation time limit.
 pub fn outbound_http_client(config: &Config) -> crate::error::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(config.federation.request_timeout_secs))
@@ -181,6 +180,7 @@ pub fn outbound_http_client(config: &Config) -> crate::error::Result<reqwest::Cl
         .map_err(|e| crate::error::Error::internal(format!("HTTP client: {e}")))
 }
 
+/// Milliseconds since the Unix epoch, the unit of every Matrix timestamp.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

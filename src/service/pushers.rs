@@ -28,7 +28,12 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::{
     config::Config,
     error::{Error, Result},
-    service::{Services, federation::sender::Backoff, now_ms, rooms::Pdu},
+    service::{
+        Services,
+        federation::{client::GuardedClient, sender::Backoff},
+        now_ms,
+        rooms::Pdu,
+    },
     storage::{Batch, Pusher, PusherRecord, Storage},
 };
 
@@ -46,7 +51,8 @@ const MAX_APP_ID_CHARS: usize = 64;
 
 pub struct Pushers {
     storage: Arc<Storage>,
-    client: reqwest::Client,
+    /// Gateway URLs are the users' choice: the federation deny list applies to them.
+    client: GuardedClient,
     backoff: Backoff,
     queue: mpsc::Sender<Arc<Pdu>>,
     /// Taken by the delivery task when it starts.
@@ -58,7 +64,7 @@ impl Pushers {
         let (queue, receiver) = mpsc::channel(QUEUE);
         Ok(Self {
             storage,
-            client: super::outbound_http_client(config)?,
+            client: GuardedClient::new(&config.federation)?,
             backoff: Backoff::outbound(config),
             queue,
             receiver: std::sync::Mutex::new(Some(receiver)),
@@ -169,8 +175,13 @@ impl Pushers {
     /// rejected the pushkey.
     async fn send(&self, pusher: &Pusher, body: &Value) -> bool {
         let url = pusher.record.data.get("url").and_then(Value::as_str).unwrap_or_default();
+        let Ok(url) = reqwest::Url::parse(url) else { return false };
+        if !self.client.allows(&url) {
+            tracing::info!(user = %pusher.user_id, app_id = %pusher.app_id, "push gateway address is in a denied range: not sent");
+            return false;
+        }
         for attempt in 1..=ATTEMPTS {
-            let result = self.client.post(url).json(body).send().await;
+            let result = self.client.http.post(url.clone()).json(body).send().await;
             let failure = match result {
                 Ok(response) if response.status().is_success() => {
                     let answer: Value = response.json().await.unwrap_or_default();

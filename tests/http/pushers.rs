@@ -36,11 +36,15 @@ async fn notify(State(gateway): State<Arc<Gateway>>, Json(body): Json<Value>) ->
     Json(json!({ "rejected": rejected }))
 }
 
-/// Starts a gateway on a free port; returns its state and notify URL.
+/// Starts a gateway on a free port of 127.0.0.1; returns its state and notify URL.
 async fn start_gateway() -> (Arc<Gateway>, String) {
+    start_gateway_on("127.0.0.1").await
+}
+
+async fn start_gateway_on(address: &str) -> (Arc<Gateway>, String) {
     let gateway = Arc::new(Gateway::default());
     let app = Router::new().route("/_matrix/push/v1/notify", post(notify)).with_state(gateway.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
     let url = format!("http://{}/_matrix/push/v1/notify", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (gateway, url)
@@ -84,6 +88,9 @@ fn pusher(pushkey: &str, url: &str) -> Value {
 }
 
 const URL: &str = "https://push.example.org/_matrix/push/v1/notify";
+
+/// Gateways are denied the server's own network unless allowed, as outbound federation is.
+const GATEWAY_ON_LOOPBACK: (&str, &str) = ("MYELIN_FEDERATION__IP_RANGE_ALLOWLIST", "127.0.0.1");
 
 async fn set(server: &TestServer, user: &User, body: Value) -> (reqwest::StatusCode, Value) {
     server.post(&format!("{V3}/pushers/set"), user.tok(), body).await
@@ -276,7 +283,7 @@ async fn a_password_change_keeps_only_the_current_devices_pushers() {
 #[tokio::test]
 async fn notifications_reach_the_gateway() {
     let (gateway, url) = start_gateway().await;
-    let server = TestServer::start_with(&[("MYELIN_FEDERATION__RETRY_MIN_MS", "100")]).await;
+    let server = TestServer::start_with(&[GATEWAY_ON_LOOPBACK, ("MYELIN_FEDERATION__RETRY_MIN_MS", "100")]).await;
     let alice = server.register("alice", "secret").await;
     let bob = server.register("bob", "secret").await;
     let carol = server.register("carol", "secret").await;
@@ -348,7 +355,7 @@ async fn notifications_reach_the_gateway() {
 #[tokio::test]
 async fn a_rejected_pushkey_is_deleted() {
     let (gateway, url) = start_gateway().await;
-    let server = TestServer::start_with(&[("MYELIN_FEDERATION__RETRY_MIN_MS", "100")]).await;
+    let server = TestServer::start_with(&[GATEWAY_ON_LOOPBACK, ("MYELIN_FEDERATION__RETRY_MIN_MS", "100")]).await;
     let alice = server.register("alice", "secret").await;
     let bob = server.register("bob", "secret").await;
     let room = shared_room(&server, &bob, &[&alice]).await;
@@ -366,4 +373,26 @@ async fn a_rejected_pushkey_is_deleted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(pushkeys(&server, &alice).await, ["fresh"]);
+}
+
+#[tokio::test]
+async fn gateways_in_denied_ranges_are_not_called() {
+    // 127.0.0.1 is allowed, the rest of the loopback range is not (both reach this process).
+    let (allowed, allowed_url) = start_gateway().await;
+    let (denied, denied_url) = start_gateway_on("127.0.0.2").await;
+    let server = TestServer::start_with(&[GATEWAY_ON_LOOPBACK]).await;
+    let alice = server.register("alice", "secret").await;
+    let bob = server.register("bob", "secret").await;
+    let room = shared_room(&server, &bob, &[&alice]).await;
+    assert_eq!(set(&server, &alice, pusher("denied-key", &denied_url)).await.0, 200);
+    let mut body = pusher("allowed-key", &allowed_url);
+    body["append"] = json!(true);
+    body["app_id"] = json!("org.example.other");
+    assert_eq!(set(&server, &alice, body).await.0, 200);
+
+    let event = send_text(&server, &bob, &room, "hello").await;
+    allowed.wait_for(&event, "allowed-key").await;
+    // Both pushes start together; the denied one would have arrived by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(denied.notifications.lock().unwrap().is_empty(), "a gateway on a denied address was called");
 }

@@ -115,6 +115,30 @@ fn http_client(
     builder.build().map_err(|e| Error::internal(format!("federation HTTP client: {e}")))
 }
 
+/// An HTTP client for URLs that users choose (push gateways), so that no user can make the server
+/// reach its own network: the federation deny list applies to the addresses a name resolves to
+/// and, through `allows`, to a URL whose host is an IP literal (reqwest resolves no literal);
+/// redirects are not followed.
+pub struct GuardedClient {
+    pub http: reqwest::Client,
+    ranges: Arc<IpRanges>,
+}
+
+impl GuardedClient {
+    pub fn new(config: &FederationConfig) -> Result<Self> {
+        let ranges = Arc::new(IpRanges::from_config(config)?);
+        let resolver = GuardedResolver { dns: system_dns()?, ranges: ranges.clone(), overrides: None };
+        let http = http_client(config, resolver, config.request_timeout(), reqwest::redirect::Policy::none())?;
+        Ok(Self { http, ranges })
+    }
+
+    /// Whether the URL may be requested: false when its host is an IP literal in a denied range
+    /// (a name is checked when it is resolved).
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        url.host_str().and_then(ip_literal).is_none_or(|ip| self.ranges.is_allowed(ip))
+    }
+}
+
 /// The host of a URL or server name as an IP address, if it is one (IPv6 in brackets or not).
 fn ip_literal(host: &str) -> Option<IpAddr> {
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
