@@ -221,15 +221,14 @@ impl Rooms {
                 continue;
             }
             let content = self.state_content(&state, "m.room.member", member.as_str())?.unwrap_or_default();
-            // Only strings: a member event may carry `null` or anything else, and the
-            // response's fields are optional strings.
-            let mut profile = Map::new();
-            for (from, to) in [("displayname", "display_name"), ("avatar_url", "avatar_url")] {
-                if let Some(value @ Value::String(_)) = content.get(from) {
-                    profile.insert(to.to_owned(), value.clone());
-                }
-            }
-            joined.insert(member.to_string(), Value::Object(profile));
+            // Both keys, `null` when unset, as Synapse answers and Complement (sytest) expects
+            // (the spec's schema would leave them out); never anything but a string or `null`,
+            // whatever the member event carries.
+            let field = |name: &str| content.get(name).filter(|v| v.is_string()).cloned().unwrap_or(Value::Null);
+            joined.insert(
+                member.to_string(),
+                json!({ "display_name": field("displayname"), "avatar_url": field("avatar_url") }),
+            );
         }
         Ok(joined)
     }
