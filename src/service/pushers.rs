@@ -15,10 +15,14 @@
 //! (`POST {data.url}`), at most [`CONCURRENT_SENDS`] at a time, each with the outbound time limit
 //! and [`ATTEMPTS`] tries with backoff. A pushkey the gateway names in `rejected` is deleted.
 
-use std::sync::Arc;
+use std::{
+    collections::HashSet,
+    sync::{Arc, RwLock},
+};
 
 use ruma::{
     DeviceId, OwnedUserId, UInt, UserId,
+    events::TimelineEventType,
     push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx},
     serde::Raw,
 };
@@ -57,18 +61,44 @@ pub struct Pushers {
     queue: mpsc::Sender<Arc<Pdu>>,
     /// Taken by the delivery task when it starts.
     receiver: std::sync::Mutex<Option<mpsc::Receiver<Arc<Pdu>>>>,
+    /// Users who may have pushers: those with one at start and each who sets one; a user whose
+    /// look-up finds none is dropped. Events in rooms where nobody has a pusher (most rooms on
+    /// most servers) then cost no storage reads.
+    owners: RwLock<HashSet<OwnedUserId>>,
 }
 
 impl Pushers {
     pub fn new(config: &Config, storage: Arc<Storage>) -> Result<Self> {
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let owners = storage.all_pushers()?.into_iter().map(|p| p.user_id).collect();
         Ok(Self {
             storage,
             client: GuardedClient::new(&config.federation)?,
             backoff: Backoff::outbound(config),
             queue,
             receiver: std::sync::Mutex::new(Some(receiver)),
+            owners: RwLock::new(owners),
         })
+    }
+
+    fn may_have_pushers(&self, user: &UserId) -> bool {
+        self.owners.read().expect("pusher owners lock").contains(user)
+    }
+
+    /// A user's pushers, forgetting the user as an owner when there are none. The second look
+    /// is under the lock that `set` takes after its commit, so a pusher being set is never
+    /// forgotten.
+    fn pushers_of(&self, user: &UserId) -> Result<Vec<Pusher>> {
+        let pushers = self.storage.pushers(user)?;
+        if !pushers.is_empty() {
+            return Ok(pushers);
+        }
+        let mut owners = self.owners.write().expect("pusher owners lock");
+        let pushers = self.storage.pushers(user)?;
+        if pushers.is_empty() {
+            owners.remove(user);
+        }
+        Ok(pushers)
     }
 
     /// `GET /pushers`: the user's pushers as the spec shows them.
@@ -161,6 +191,7 @@ impl Pushers {
         };
         batch.put_pusher(user, &app_id, &pushkey, &record);
         self.storage.commit(batch).await?;
+        self.owners.write().expect("pusher owners lock").insert(user.to_owned());
         Ok(())
     }
 
@@ -283,23 +314,32 @@ impl Services {
     /// rules must say `notify` (so a muted room stays silent); their tweaks go to the gateway.
     async fn notifications_for(&self, pdu: &Pdu) -> Result<Vec<(Pusher, Value)>> {
         let Some(room) = self.rooms.room(&pdu.room_id)? else { return Ok(Vec::new()) };
-        let local = |user: &UserId| user.server_name() == self.config.server_name;
-        let mut users: Vec<OwnedUserId> = self
+        let joined: Vec<OwnedUserId> = self
             .storage
             .members(room.short_id)?
             .into_iter()
-            .filter(|(user, membership)| membership == "join" && local(user))
+            .filter(|(_, membership)| membership == "join")
             .map(|(user, _)| user)
             .collect();
-        if pdu.kind.to_string() == "m.room.member"
+        // The push rules' `room_member_count` counts every joined member, local or not.
+        let member_count = UInt::try_from(joined.len()).unwrap_or(UInt::MAX);
+        // Local users other than the sender who may have pushers: the joined members and the
+        // invitee of an invite.
+        let candidate = |user: &UserId| {
+            user.server_name() == self.config.server_name && user != pdu.sender && self.pushers.may_have_pushers(user)
+        };
+        let mut users: Vec<OwnedUserId> = joined.into_iter().filter(|user| candidate(user)).collect();
+        if pdu.kind == TimelineEventType::RoomMember
             && pdu.content_str("membership").as_deref() == Some("invite")
             && let Some(invitee) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
-            && local(&invitee)
+            && candidate(&invitee)
             && !users.contains(&invitee)
         {
             users.push(invitee);
         }
-        let member_count = UInt::try_from(users.len()).unwrap_or(UInt::MAX);
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
         let power_levels: PushConditionPowerLevelsCtx =
             self.rooms.power_levels(&*self.rooms.current_state(&room)?, &room.version)?.into();
         let mut event = json!({
@@ -316,10 +356,7 @@ impl Services {
         let mut out = Vec::new();
         let mut room_facts = None;
         for user in users {
-            if user == pdu.sender {
-                continue;
-            }
-            let pushers = self.storage.pushers(&user)?;
+            let pushers = self.pushers.pushers_of(&user)?;
             if pushers.is_empty() {
                 continue;
             }

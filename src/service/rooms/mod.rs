@@ -561,8 +561,8 @@ impl Rooms {
         placement: Placement,
     ) -> Result<Staged> {
         let pdu = built.pdu;
-        // An outlier entering the timeline keeps its short ID.
-        // An event stored before (an outlier now placed) is rewritten: caches must drop it.
+        // An outlier entering the timeline keeps its short ID, and is rewritten: caches must drop
+        // what they hold of it.
         let (short_event, rewritten) = match self.storage.short_event_id(&pdu.event_id)? {
             Some(short) => (short, true),
             None => (self.storage.allocate(batch, Sequence::ShortEventId), false),
