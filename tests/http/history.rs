@@ -327,6 +327,62 @@ async fn messages_page_backward_and_forward_with_from_to_and_limit() {
     assert_eq!(chunk(&from_start)[0]["type"], "m.room.create", "{from_start}");
 }
 
+async fn latest_three(server: &TestServer, user: &User, room_id: &str) -> Vec<Value> {
+    chunk(&messages(server, user, room_id, &[("dir", "b"), ("limit", "3")]).await).clone()
+}
+
+/// The fields of each event in a page: what the client format shows of the PDU (no hashes,
+/// signatures or DAG), and the `unsigned` extras that depend on the reader.
+#[tokio::test]
+async fn messages_events_carry_the_client_format_and_the_readers_extras() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let alice_phone = server.login("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = public_room(&server, &alice, &[&bob]).await;
+    set_state(&server, &alice, &room, "m.room.topic", json!({ "topic": "first" })).await;
+    set_state(&server, &alice, &room, "m.room.topic", json!({ "topic": "second" })).await;
+    let (status, reply) = server
+        .put(
+            &room_path(&room, "send/m.room.message/own-txn"),
+            alice.tok(),
+            json!({ "msgtype": "m.text", "body": "hi" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let message_id = reply["event_id"].as_str().unwrap().to_owned();
+
+    let by_alice = latest_three(&server, &alice, &room).await;
+    let (message, topic) = (&by_alice[0], &by_alice[1]);
+    assert_eq!(message["event_id"], message_id.as_str());
+    assert_eq!(message["type"], "m.room.message");
+    assert_eq!(message["sender"], alice.user_id.as_str());
+    assert_eq!(message["room_id"], room.as_str());
+    assert_eq!(message["content"], json!({ "msgtype": "m.text", "body": "hi" }));
+    assert!(message["origin_server_ts"].as_u64().is_some_and(|ts| ts > 1_600_000_000_000), "{message}");
+    for hidden in ["hashes", "signatures", "prev_events", "auth_events", "depth", "state_key"] {
+        assert!(message.get(hidden).is_none(), "{hidden} in {message}");
+    }
+    let unsigned = &message["unsigned"];
+    assert!(unsigned["age"].as_u64().is_some(), "{message}");
+    assert_eq!(unsigned["membership"], "join", "MSC4115: the reader's membership at the event");
+    assert_eq!(unsigned["transaction_id"], "own-txn", "the sending device sees its transaction ID");
+    // The replaced topic's content, and the state key of a state event.
+    assert_eq!(topic["state_key"], "");
+    assert_eq!(topic["content"], json!({ "topic": "second" }));
+    assert_eq!(topic["unsigned"]["prev_content"], json!({ "topic": "first" }), "{topic}");
+    assert!(topic["unsigned"]["replaces_state"].is_string(), "{topic}");
+
+    // Another device of the sender, and another user, do not see the transaction ID.
+    for (reader, membership) in [(&alice_phone, "join"), (&bob, "join")] {
+        let events = latest_three(&server, reader, &room).await;
+        assert_eq!(events[0]["event_id"], message_id.as_str());
+        assert!(events[0]["unsigned"].get("transaction_id").is_none(), "{}", events[0]);
+        assert_eq!(events[0]["unsigned"]["membership"], membership);
+        assert_eq!(events[1]["unsigned"]["prev_content"], json!({ "topic": "first" }));
+    }
+}
+
 #[tokio::test]
 async fn messages_page_through_more_than_a_thousand_events_to_the_creation() {
     let server = TestServer::start().await;

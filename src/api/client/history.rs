@@ -14,7 +14,7 @@ use crate::{
         Services,
         filters::RoomEventFilter,
         rooms::{
-            history::{Direction, MessagesQuery},
+            history::{Direction, Messages, MessagesQuery},
             read::Viewer,
         },
         sync::SyncToken,
@@ -43,7 +43,7 @@ pub async fn messages(
     Auth(session): Auth,
     Path(room_id): Path<OwnedRoomId>,
     Query(params): Query<MessagesParams>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Messages>> {
     let dir = match params.dir.as_deref() {
         Some("b") => Direction::Backward,
         Some("f") => Direction::Forward,

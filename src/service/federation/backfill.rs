@@ -4,14 +4,13 @@
 //! stores them outside the timeline and indexes them in the room's older history.
 
 use ruma::{OwnedServerName, RoomId, UInt, api::federation::backfill::get_backfill};
-use serde_json::{Value, json};
 
 use crate::{
     error::Result,
     service::{
         Services,
         rooms::{
-            history::{Direction, MessagesQuery},
+            history::{Direction, Messages, MessagesQuery},
             read::Viewer,
             remote::StateBefore,
         },
@@ -33,12 +32,13 @@ impl Services {
         room_id: &RoomId,
         query: &MessagesQuery,
         backfilled_from: Option<u64>,
-    ) -> Result<Value> {
+    ) -> Result<Messages> {
         let limit = query.limit.unwrap_or(10).clamp(1, 1000);
         let (mut body, after) = match backfilled_from {
             Some(number) if query.dir == Direction::Backward => {
                 self.rooms.check_history_readable(viewer.user, room_id)?;
-                (json!({ "chunk": [], "start": format!("b{number}") }), number)
+                let start = format!("b{number}");
+                (Messages { chunk: Vec::new(), start, end: None, state: Vec::new() }, number)
             }
             // Forward from older history: the timeline from its start.
             Some(_) => {
@@ -47,14 +47,13 @@ impl Services {
             }
             None => {
                 let body = self.rooms.messages(viewer, room_id, query)?;
-                if query.dir != Direction::Backward || query.to.is_some() || body.get("end").is_some() {
+                if query.dir != Direction::Backward || query.to.is_some() || body.end.is_some() {
                     return Ok(body);
                 }
                 (body, 0)
             }
         };
-        let have = body["chunk"].as_array().map_or(0, Vec::len);
-        let wanted = limit.saturating_sub(have);
+        let wanted = limit.saturating_sub(body.chunk.len());
         let mut page = self.rooms.backfilled_page(viewer, room_id, after, wanted, &query.filter)?;
         if !page.more && page.events.len() < wanted && page.fetchable {
             if let Err(e) = self.backfill_room(room_id).await {
@@ -62,11 +61,9 @@ impl Services {
             }
             page = self.rooms.backfilled_page(viewer, room_id, after, wanted, &query.filter)?;
         }
-        if let Some(chunk) = body["chunk"].as_array_mut() {
-            chunk.extend(page.events);
-        }
+        body.chunk.extend(page.events);
         if page.more || page.fetchable {
-            body["end"] = json!(format!("b{}", page.last));
+            body.end = Some(format!("b{}", page.last));
         }
         Ok(body)
     }

@@ -5,12 +5,12 @@
 use ruma::RoomId;
 use serde_json::Value;
 
-use super::{Rooms, read::Viewer};
+use super::{ClientEvent, Rooms, read::Viewer};
 use crate::{error::Result, service::filters::RoomEventFilter};
 
 /// A page of backfilled history.
 pub struct BackfilledPage {
-    pub events: Vec<Value>,
+    pub events: Vec<ClientEvent>,
     /// The number of the last event read (the next page starts after it).
     pub last: u64,
     /// More is stored past the page.

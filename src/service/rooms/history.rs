@@ -7,9 +7,10 @@
 use std::collections::BTreeSet;
 
 use ruma::{EventId, OwnedUserId, RoomId, UserId};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
-use super::{Rooms, SeeMemo, read::Viewer};
+use super::{ClientEvent, Rooms, SeeMemo, read::Viewer};
 use crate::{
     error::{Error, Result},
     service::{filters::RoomEventFilter, sync::SyncToken},
@@ -34,9 +35,21 @@ pub struct MessagesQuery {
     pub filter: RoomEventFilter,
 }
 
+/// A `/messages` response.
+#[derive(Serialize)]
+pub struct Messages {
+    pub chunk: Vec<ClientEvent>,
+    pub start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// Members of the chunk's senders, with lazy-loading.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<Value>,
+}
+
 /// The events a reading user may see from a room's timeline, in a position range.
 pub(super) struct Page {
-    pub(super) events: Vec<(u64, Value, OwnedUserId)>,
+    pub(super) events: Vec<(u64, ClientEvent)>,
     /// Whether the range was cut by the limit (more may follow).
     more: bool,
 }
@@ -62,7 +75,7 @@ impl Rooms {
         self.readable_until(user, room_id).map(|_| ())
     }
 
-    pub fn messages(&self, viewer: Viewer<'_>, room_id: &RoomId, query: &MessagesQuery) -> Result<Value> {
+    pub fn messages(&self, viewer: Viewer<'_>, room_id: &RoomId, query: &MessagesQuery) -> Result<Messages> {
         let until = self.readable_until(viewer.user, room_id)?;
         let room = self.room_exists(room_id)?;
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
@@ -83,25 +96,22 @@ impl Rooms {
                 (page, from, end)
             }
         };
-        let senders: BTreeSet<OwnedUserId> = page.events.iter().map(|(_, _, sender)| sender.clone()).collect();
-        let state =
-            if query.filter.lazy_load_members { self.members_of(room_id, &senders, until)? } else { Vec::new() };
-        // Built as a map, not with `json!`, which would copy every event once more.
-        let mut body = Map::new();
-        body.insert("chunk".into(), Value::Array(page.events.into_iter().map(|(_, event, _)| event).collect()));
-        body.insert("start".into(), Value::String(SyncToken::new(start, 0).to_string()));
-        let mut body = Value::Object(body);
+        let state = if query.filter.lazy_load_members {
+            self.members_of(room_id, &senders_of(&page.events), until)?
+        } else {
+            Vec::new()
+        };
         // Backwards, `end` comes whenever the chunk is not empty, even at the start of the room, as
         // Synapse does: clients and Complement page until a chunk comes without it, and the
         // request from this `end` just returns an empty chunk without one.
         let backward = matches!(query.dir, Direction::Backward);
-        if let Some(end) = end.filter(|_| page.more || backward) {
-            body["end"] = json!(SyncToken::new(end, 0).to_string());
-        }
-        if !state.is_empty() {
-            body["state"] = Value::Array(state);
-        }
-        Ok(body)
+        let end = end.filter(|_| page.more || backward).map(|end| SyncToken::new(end, 0).to_string());
+        Ok(Messages {
+            chunk: page.events.into_iter().map(|(_, event)| event).collect(),
+            start: SyncToken::new(start, 0).to_string(),
+            end,
+            state,
+        })
     }
 
     /// Visible, filtered events with positions in `(after, until]`, in the query's direction,
@@ -143,8 +153,7 @@ impl Rooms {
                 if events.len() == limit {
                     return Ok(Page { events, more: true });
                 }
-                let event = self.timeline_event_in(&mut memo, &cached, snapshots.1, viewer)?;
-                events.push((position, event, pdu.sender.clone()));
+                events.push((position, self.timeline_event_in(&mut memo, &cached, snapshots.1, viewer)?));
             }
             match query.dir {
                 Direction::Backward => high = edge - 1,
@@ -197,8 +206,8 @@ impl Rooms {
         let end = after.events.last().map_or(position, |(p, ..)| *p);
         let state = self.state_at_position(room_id, end)?;
         let state = if filter.lazy_load_members {
-            let mut senders: BTreeSet<OwnedUserId> =
-                before.events.iter().chain(&after.events).map(|(.., s)| s.clone()).collect();
+            let mut senders = senders_of(&before.events);
+            senders.extend(senders_of(&after.events));
             senders.insert(
                 event["sender"].as_str().and_then(|s| UserId::parse(s).ok()).unwrap_or_else(|| viewer.user.to_owned()),
             );
@@ -206,13 +215,19 @@ impl Rooms {
         } else {
             self.state_in_client_format(&state)?
         };
+        let values = |page: Page| page.events.into_iter().map(|(_, e)| e.into_value()).collect::<Result<Vec<_>>>();
         Ok(json!({
             "event": event,
-            "events_before": before.events.into_iter().map(|(_, e, _)| e).collect::<Vec<_>>(),
-            "events_after": after.events.into_iter().map(|(_, e, _)| e).collect::<Vec<_>>(),
+            "events_before": values(before)?,
+            "events_after": values(after)?,
             "start": SyncToken::new(start, 0).to_string(),
             "end": SyncToken::new(end, 0).to_string(),
             "state": state,
         }))
     }
+}
+
+/// The senders of a page's events.
+fn senders_of(events: &[(u64, ClientEvent)]) -> BTreeSet<OwnedUserId> {
+    events.iter().map(|(_, event)| event.pdu().sender.clone()).collect()
 }

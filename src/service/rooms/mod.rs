@@ -10,6 +10,7 @@
 mod aliases;
 pub mod backfill;
 mod cache;
+pub mod client_event;
 mod create;
 mod directory;
 pub mod hierarchy;
@@ -36,6 +37,7 @@ use std::{collections::HashMap, sync::Arc};
 
 pub use cache::CachedEvent;
 use cache::RoomCaches;
+pub use client_event::ClientEvent;
 pub use create::CreateRoom;
 pub use directory::{PublicRoom, PublicRoomsPage, PublicRoomsQuery};
 pub use membership::{MembershipChange, PreparedMembership};

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use ruma::{DeviceId, EventId, OwnedDeviceId, OwnedRoomId, RoomId, UserId};
+use ruma::{DeviceId, EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::{CachedEvent, Pdu, Rooms, StateMap, age_of, visibility::SeeMemo};
+use super::{CachedEvent, Rooms, StateMap, age_of, client_event::ClientEvent, visibility::SeeMemo};
 use crate::{
     error::{Error, Result},
     storage::StoredEvent,
@@ -22,75 +22,55 @@ pub struct Viewer<'a> {
 impl Rooms {
     /// An event in the client format, with its bundled aggregations (edits, threads, references).
     pub fn client_event(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        let pdu = Pdu::from_stored(stored)?;
-        self.render(&pdu, &stored.unsigned, stored.transaction.as_ref(), viewer, true)
+        self.client_event_cached(&Arc::new(CachedEvent::from_stored(stored.clone())?), viewer)
     }
 
     /// `client_event` for a cached event.
-    pub fn client_event_cached(&self, event: &CachedEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        self.render(&event.pdu, &event.unsigned, event.transaction.as_ref(), viewer, true)
+    pub fn client_event_cached(&self, event: &Arc<CachedEvent>, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        self.render(event, viewer, true)?.into_value()
     }
 
     /// An event in the client format without aggregations (as aggregations nest events).
-    pub fn client_event_plain(&self, event: &CachedEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        self.render(&event.pdu, &event.unsigned, event.transaction.as_ref(), viewer, false)
+    pub fn client_event_plain(&self, event: &Arc<CachedEvent>, viewer: Option<Viewer<'_>>) -> Result<Value> {
+        self.render(event, viewer, false)?.into_value()
     }
 
     /// The client format: the fields a client sees (hashes, signatures and the DAG are left
     /// out), the server's `unsigned` extras, and the bundled aggregations if asked for.
     fn render(
         &self,
-        pdu: &Pdu,
-        extras: &Map<String, Value>,
-        transaction: Option<&(OwnedDeviceId, String)>,
+        event: &Arc<CachedEvent>,
         viewer: Option<Viewer<'_>>,
         with_aggregations: bool,
-    ) -> Result<Value> {
-        let content: Value = serde_json::from_str(pdu.content.get())
-            .map_err(|e| Error::internal(format!("stored event {} does not parse: {e}", pdu.event_id)))?;
-        let mut event = Map::new();
-        event.insert("type".into(), Value::String(pdu.kind.to_string()));
-        event.insert("sender".into(), Value::String(pdu.sender.to_string()));
-        event.insert("content".into(), content);
-        event.insert("origin_server_ts".into(), json!(pdu.origin_server_ts));
-        if let Some(state_key) = &pdu.state_key {
-            event.insert("state_key".into(), Value::String(state_key.clone()));
-        }
-        event.insert("event_id".into(), Value::String(pdu.event_id.to_string()));
-        event.insert("room_id".into(), Value::String(pdu.room_id.to_string()));
-        if let Some(redacts) = &pdu.redacts {
-            event.insert("redacts".into(), Value::String(redacts.to_string()));
-        }
-        let mut unsigned = extras.clone();
-        unsigned.insert("age".into(), json!(age_of(pdu)));
+    ) -> Result<ClientEvent> {
+        let pdu = &event.pdu;
+        let mut rendered = ClientEvent::new(event.clone(), age_of(pdu));
         if let Some(replaced) =
-            unsigned.get("replaces_state").and_then(Value::as_str).and_then(|id| EventId::parse(id).ok())
-            && let Some((_, previous)) = self.event_by_id(&replaced)?
+            event.unsigned.get("replaces_state").and_then(Value::as_str).and_then(|id| EventId::parse(id).ok())
         {
-            unsigned.insert("prev_content".into(), Value::Object(previous.content_map()));
+            rendered.prev_content = self.event_by_id(&replaced)?.map(|(_, previous)| previous);
         }
-        if let (Some(viewer), Some((device, txn_id))) = (viewer, transaction)
-            && viewer.user == pdu.sender
-            && viewer.device == Some(device)
-        {
-            unsigned.insert("transaction_id".into(), json!(txn_id));
+        rendered.own_transaction = matches!(
+            (viewer, &event.transaction),
+            (Some(viewer), Some((device, _))) if viewer.user == pdu.sender && viewer.device == Some(device)
+        );
+        if with_aggregations {
+            let redacted = event.unsigned.contains_key("redacted_because");
+            rendered.relations = self.aggregations(pdu, redacted, viewer)?;
         }
-        if with_aggregations
-            && let Some(aggregations) = self.aggregations(pdu, extras.contains_key("redacted_because"), viewer)?
-        {
-            unsigned.insert("m.relations".into(), aggregations);
-        }
-        event.insert("unsigned".into(), Value::Object(unsigned));
-        Ok(Value::Object(event))
+        Ok(rendered)
     }
 
     /// A timeline event in the client format, with the viewer's membership at that event in
     /// `unsigned.membership` (MSC4115), as clients use to tell what they could see.
-    pub fn timeline_event(&self, stored: &StoredEvent, viewer: Viewer<'_>) -> Result<Value> {
-        let Some(short) = self.storage.short_event_id(&stored.event_id)? else {
-            return self.client_event(stored, Some(viewer));
+    pub fn timeline_event(&self, stored: &StoredEvent, viewer: Viewer<'_>) -> Result<ClientEvent> {
+        let found = match self.storage.short_event_id(&stored.event_id)? {
+            Some(short) => self.cached_event(short)?.map(|event| (short, event)),
+            None => None,
         };
-        let Some(event) = self.cached_event(short)? else { return self.client_event(stored, Some(viewer)) };
+        let Some((short, event)) = found else {
+            return self.render(&Arc::new(CachedEvent::from_stored(stored.clone())?), Some(viewer), true);
+        };
         let (_, after) = self.event_snapshots(short)?;
         self.timeline_event_in(&mut SeeMemo::default(), &event, after, viewer)
     }
@@ -100,14 +80,14 @@ impl Rooms {
     pub fn timeline_event_in(
         &self,
         memo: &mut SeeMemo,
-        event: &CachedEvent,
+        event: &Arc<CachedEvent>,
         after: u64,
         viewer: Viewer<'_>,
-    ) -> Result<Value> {
-        let mut event = self.client_event_cached(event, Some(viewer))?;
+    ) -> Result<ClientEvent> {
+        let mut rendered = self.render(event, Some(viewer), true)?;
         let (_, membership) = self.snapshot_facts(memo, viewer.user, after)?;
-        event["unsigned"]["membership"] = json!(membership.unwrap_or_else(|| "leave".to_owned()));
-        Ok(event)
+        rendered.membership = Some(membership.unwrap_or_else(|| "leave".to_owned()));
+        Ok(rendered)
     }
 
     /// An event the user may see, in the client format; `M_NOT_FOUND` otherwise (not revealing
@@ -115,15 +95,14 @@ impl Rooms {
     pub fn visible_event(&self, viewer: Viewer<'_>, room_id: &RoomId, event_id: &EventId) -> Result<Value> {
         let not_found = || Error::not_found("Event not found");
         let short = self.storage.short_event_id(event_id)?.ok_or_else(not_found)?;
-        let stored = self.storage.event(short)?.ok_or_else(not_found)?;
-        if stored.room_id != room_id {
+        let event = self.cached_event(short)?.ok_or_else(not_found)?;
+        if event.pdu.room_id != room_id {
             return Err(not_found());
         }
-        let pdu = Pdu::from_stored(&stored)?;
-        if !self.can_see(viewer.user, room_id, short, &pdu, stored.position)? {
+        if !self.can_see(viewer.user, room_id, short, &event.pdu, event.position)? {
             return Err(not_found());
         }
-        self.client_event(&stored, Some(viewer))
+        self.client_event_cached(&event, Some(viewer))
     }
 
     /// The state a user may read: the current state while they are in the room (or when it is

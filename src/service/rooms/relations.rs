@@ -224,7 +224,7 @@ impl Rooms {
                 next = Some(if query.forward { chunk_last_position(&chunk) } else { chunk_last_position(&chunk) - 1 });
                 break;
             }
-            chunk.push((position, self.timeline_event(&stored, viewer)?));
+            chunk.push((position, self.timeline_event(&stored, viewer)?.into_value()?));
         }
         let mut body = json!({ "chunk": chunk.into_iter().map(|(_, e)| e).collect::<Vec<_>>() });
         if let Some(next) = next {
@@ -276,7 +276,7 @@ impl Rooms {
                     next = Some(activity);
                     break 'pages;
                 }
-                chunk.push(self.timeline_event(&stored, viewer)?);
+                chunk.push(self.timeline_event(&stored, viewer)?.into_value()?);
             }
             before = oldest;
         }

@@ -158,7 +158,7 @@ impl Rooms {
             }
             let query = MessagesQuery { from: None, to: None, dir, limit: None, filter: RoomEventFilter::default() };
             let page = self.page(viewer, room_id, room.short_id, low, high, limit.min(MAX_CONTEXT), &query)?;
-            Ok(page.events.into_iter().map(|(_, event, _)| event).collect())
+            page.events.into_iter().map(|(_, event)| event.into_value()).collect()
         };
         let events_before = side(Direction::Backward, 0, position.saturating_sub(1), before)?;
         let events_after = side(Direction::Forward, position, until, after)?;

@@ -379,7 +379,7 @@ impl Builder<'_> {
         for (_, event, after) in &picked {
             senders.insert(event.pdu.sender.clone());
             has_member_events |= event.pdu.kind == TimelineEventType::RoomMember;
-            events.push(without_room_id(rooms.timeline_event_in(&mut memo, event, *after, viewer)?));
+            events.push(rooms.timeline_event_in(&mut memo, event, *after, viewer)?.without_room_id().into_value()?);
         }
         let prev_batch = SyncToken::new(first_position.map_or(until, |p| p - 1), self.now.serial);
         Ok(Timeline { events, limited, prev_batch: prev_batch.to_string(), first_position, senders, has_member_events })
