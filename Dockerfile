@@ -8,8 +8,9 @@
 #       create-user admin --admin --password '...'          # while the server is stopped
 #
 # The binary comes from the build context: `target/release/myelin` by default, or the path given
-# with `--build-arg BINARY=...` (inside the context). It links Debian 12's RocksDB (librocksdb7.8),
-# so build it on Debian 12 or in a Debian 12 container. `.dockerignore` keeps everything else out of
+# with `--build-arg BINARY=...` (inside the context). RocksDB (Debian 12's, 7.8) is linked into it
+# statically; it needs Debian 12's C and C++ runtime, so build it on Debian 12 or in a Debian 12
+# container. `.dockerignore` keeps everything else out of
 # the context.
 #
 # Configuration is by MYELIN_* environment variables (docs/configuration.md), or a TOML file
@@ -33,10 +34,10 @@ LABEL org.opencontainers.image.title="Myelin" \
       org.opencontainers.image.revision="$REVISION" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
-# Runtime libraries only: RocksDB (and what it pulls: snappy, lz4, zstd, bz2, gflags, libstdc++)
-# and the CA certificates the HTTP client verifies servers with.
+# Runtime libraries only: the C++ runtime (RocksDB's) and the CA certificates the HTTP client
+# verifies servers with.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends librocksdb7.8 ca-certificates \
+ && apt-get install -y --no-install-recommends libstdc++6 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 myelin \
