@@ -405,7 +405,7 @@ impl Services {
         let mut total = 0;
         for room_id in self.rooms.joined_rooms(user)? {
             if let Some(room) = self.rooms.room(&room_id)? {
-                total += self.rooms.unread_counts(&room_id, room.short_id, user, until)?.0;
+                total += self.rooms.unread_counts(&room_id, room.short_id, user, until)?.total().notifications;
             }
         }
         Ok(total)

@@ -381,6 +381,48 @@ async fn threaded_read_receipts_clear_the_counts_of_their_thread_only() {
     unread_becomes(&server, &bob, &room, &mut since, 0).await;
 }
 
+/// With the filter's `unread_thread_notifications`, `unread_notifications` counts the main
+/// timeline and each thread with unread notifications has its own counts; without it, the counts
+/// are of everything (as Complement's TestThreadedReceipts checks).
+#[tokio::test]
+async fn unread_thread_notifications_count_each_thread_apart() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = public_room(&server, &alice, &[&bob]).await;
+    let since = sync_token(&server, &bob).await;
+    let in_thread = |root: &str, body: &str| json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
+    let mention = format!("hello {}", bob.user_id);
+
+    let root = send_text(&server, &alice, &room, "root").await;
+    send(&server, &alice, &room, "m.room.message", in_thread(&root, "reply")).await;
+    send(&server, &alice, &room, "m.room.message", in_thread(&root, &mention)).await;
+    let main_mention = send_text(&server, &alice, &room, &mention).await;
+    let reference =
+        json!({ "msgtype": "m.text", "body": "see", "m.relates_to": { "rel_type": "m.reference", "event_id": root } });
+    send(&server, &alice, &room, "m.room.message", reference).await;
+
+    let counts = |notifications: u64, highlights: u64| json!({ "notification_count": notifications, "highlight_count": highlights });
+    let everything = sync(&server, &bob, &[("since", &since)]).await;
+    assert_eq!(joined(&everything, &room)["unread_notifications"], counts(5, 2), "{everything}");
+    assert!(joined(&everything, &room).get("unread_thread_notifications").is_none(), "not asked for");
+
+    let filter = r#"{"room":{"timeline":{"unread_thread_notifications":true}}}"#;
+    let split = sync(&server, &bob, &[("since", &since), ("filter", filter)]).await;
+    let section = joined(&split, &room);
+    assert_eq!(section["unread_notifications"], counts(3, 1), "root, mention, reference: {split}");
+    assert_eq!(section["unread_thread_notifications"], json!({ root.clone(): counts(2, 1) }), "{split}");
+
+    // A receipt on the main timeline reads only it; the thread keeps its counts.
+    read(&server, &bob, &room, "m.read", &main_mention, json!({ "thread_id": "main" })).await;
+    let split = sync(&server, &bob, &[("since", &since), ("filter", filter)]).await;
+    let section = joined(&split, &room);
+    assert_eq!(section["unread_notifications"], counts(1, 0), "the reference is after the receipt: {split}");
+    assert_eq!(section["unread_thread_notifications"], json!({ root.clone(): counts(2, 1) }));
+    let everything = sync(&server, &bob, &[("since", &since)]).await;
+    assert_eq!(joined(&everything, &room)["unread_notifications"], counts(3, 1));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Read markers
 

@@ -20,7 +20,7 @@ pub mod pdu;
 mod power;
 pub mod read;
 mod receipts;
-pub use receipts::{Notification, notification};
+pub use receipts::{Counts, Notification, UnreadCounts, notification};
 mod redaction;
 pub mod relations;
 pub mod remote;

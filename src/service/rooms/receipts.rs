@@ -114,16 +114,10 @@ impl Rooms {
     }
 
     /// How many notifying events from others the user has not read, and how many of those
-    /// mention them, up to `MAX_UNREAD`. An event is read up to the user's latest unthreaded
-    /// receipt (public or private), or up to their threaded receipt for the event's thread (`main`
-    /// for events outside threads).
-    pub fn unread_counts(
-        &self,
-        room_id: &RoomId,
-        short_room: u64,
-        user: &UserId,
-        until: u64,
-    ) -> Result<(usize, usize)> {
+    /// mention them, up to `MAX_UNREAD` in all, by thread. An event is read up to the user's
+    /// latest unthreaded receipt (public or private), or up to their threaded receipt for the
+    /// event's thread (`main` for events outside threads).
+    pub fn unread_counts(&self, room_id: &RoomId, short_room: u64, user: &UserId, until: u64) -> Result<UnreadCounts> {
         let read_up_to = |thread: &str| {
             ["m.read", "m.read.private"]
                 .iter()
@@ -146,7 +140,13 @@ impl Rooms {
                 let display_name = self
                     .current_state_event(room_id, "m.room.member", user.as_str())?
                     .and_then(|pdu| pdu.content_str("displayname"));
-                UnreadMemo { until: after, display_name, threads: HashMap::new(), notifications: 0, highlights: 0 }
+                UnreadMemo {
+                    until: after,
+                    display_name,
+                    threads: HashMap::new(),
+                    notifications: 0,
+                    counts: UnreadCounts::default(),
+                }
             }
         };
         let mut scanned = 0;
@@ -157,13 +157,15 @@ impl Rooms {
                 scanned += 1;
                 let Some(pdu) = self.event(short)? else { continue };
                 let Some(notify) = notification(&pdu, user, memo.display_name.as_deref()) else { continue };
-                if position <= *memo.threads.entry(notify.thread).or_insert_with_key(|t| read_up_to(t).unwrap_or(0)) {
+                if position
+                    <= *memo.threads.entry(notify.thread.clone()).or_insert_with_key(|t| read_up_to(t).unwrap_or(0))
+                {
                     continue;
                 }
                 memo.notifications += 1;
-                if notify.highlight {
-                    memo.highlights += 1;
-                }
+                let counts = memo.counts.by_thread.entry(notify.thread).or_default();
+                counts.notifications += 1;
+                counts.highlights += usize::from(notify.highlight);
                 if memo.notifications == MAX_UNREAD {
                     break;
                 }
@@ -173,7 +175,7 @@ impl Rooms {
         if memo.notifications == MAX_UNREAD || scanned < MAX_UNREAD_SCAN {
             memo.until = until;
         }
-        let counts = (memo.notifications, memo.highlights);
+        let counts = memo.counts.clone();
         self.caches.fill_unread(epoch, key, memo);
         Ok(counts)
     }
@@ -220,8 +222,41 @@ pub(super) struct UnreadMemo {
     display_name: Option<String>,
     /// Read positions of the threads looked up so far (`main` outside threads).
     threads: HashMap<String, u64>,
+    /// Notifications counted, all threads together.
     notifications: usize,
-    highlights: usize,
+    counts: UnreadCounts,
+}
+
+/// A user's unread notifications in a room, by thread (`main` outside threads).
+#[derive(Clone, Debug, Default)]
+pub struct UnreadCounts {
+    pub by_thread: BTreeMap<String, Counts>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub notifications: usize,
+    pub highlights: usize,
+}
+
+impl UnreadCounts {
+    /// All threads and the main timeline together.
+    pub fn total(&self) -> Counts {
+        self.by_thread.values().fold(Counts::default(), |sum, counts| Counts {
+            notifications: sum.notifications + counts.notifications,
+            highlights: sum.highlights + counts.highlights,
+        })
+    }
+
+    /// Outside threads.
+    pub fn main(&self) -> Counts {
+        self.by_thread.get("main").copied().unwrap_or_default()
+    }
+
+    /// Each thread with unread notifications, by its root's ID.
+    pub fn threads(&self) -> impl Iterator<Item = (&str, Counts)> {
+        self.by_thread.iter().filter(|(thread, _)| *thread != "main").map(|(root, counts)| (root.as_str(), *counts))
+    }
 }
 
 /// The fields of an event's content that unread counts read; the others are skipped without being

@@ -20,7 +20,7 @@ use super::{
     filters::{Filter, RoomEventFilter},
     presence,
     push_rules::PUSH_RULES,
-    rooms::{SeeMemo, StateMap, read::Viewer},
+    rooms::{Counts, SeeMemo, StateMap, read::Viewer},
 };
 use crate::{
     error::Result,
@@ -287,7 +287,10 @@ impl Builder<'_> {
         if !whole && timeline.events.is_empty() && state.is_empty() && account_data.is_empty() && ephemeral.is_empty() {
             return Ok(None);
         }
-        let (notifications, highlights) = rooms.unread_counts(room_id, room.short_id, self.user(), until)?;
+        let unread = rooms.unread_counts(room_id, room.short_id, self.user(), until)?;
+        // With `unread_thread_notifications`, threads are counted apart from the main timeline.
+        let by_thread = filter.timeline.unread_thread_notifications;
+        let counts_json = |counts: Counts| json!({ "notification_count": counts.notifications, "highlight_count": counts.highlights });
         // Assembled by moving the events in (`json!` would copy each of them).
         let events = |events: Vec<Value>| Value::Object(Map::from_iter([("events".to_owned(), Value::Array(events))]));
         let mut timeline_body = Map::new();
@@ -299,11 +302,13 @@ impl Builder<'_> {
             ("state".to_owned(), events(state)),
             ("account_data".to_owned(), events(account_data)),
             ("ephemeral".to_owned(), events(ephemeral)),
-            (
-                "unread_notifications".to_owned(),
-                json!({ "notification_count": notifications, "highlight_count": highlights }),
-            ),
+            ("unread_notifications".to_owned(), counts_json(if by_thread { unread.main() } else { unread.total() })),
         ]));
+        let threads: Map<String, Value> =
+            unread.threads().map(|(root, counts)| (root.to_owned(), counts_json(counts))).collect();
+        if by_thread && !threads.is_empty() {
+            body["unread_thread_notifications"] = Value::Object(threads);
+        }
         if membership_changed {
             body["summary"] = self.summary(&room)?;
         }
