@@ -43,9 +43,12 @@ pub struct CachedEvent {
 }
 
 impl CachedEvent {
-    pub fn from_stored(stored: StoredEvent) -> crate::error::Result<Self> {
-        let pdu = Arc::new(Pdu::from_stored(&stored)?);
-        Ok(Self { pdu, unsigned: stored.unsigned, transaction: stored.transaction, position: stored.position })
+    /// Copies only the small parts (`unsigned`, the transaction), so an event read for once need
+    /// not be cloned whole.
+    pub fn from_stored(stored: &StoredEvent) -> crate::error::Result<Self> {
+        let pdu = Arc::new(Pdu::from_stored(stored)?);
+        let (unsigned, transaction) = (stored.unsigned.clone(), stored.transaction.clone());
+        Ok(Self { pdu, unsigned, transaction, position: stored.position })
     }
 }
 

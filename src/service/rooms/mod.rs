@@ -208,7 +208,7 @@ impl Rooms {
         }
         let epoch = self.caches.epoch();
         let Some(stored) = self.storage.event(short)? else { return Ok(None) };
-        let event = Arc::new(CachedEvent::from_stored(stored)?);
+        let event = Arc::new(CachedEvent::from_stored(&stored)?);
         self.caches.fill_event(epoch, short, event.clone());
         Ok(Some(event))
     }

@@ -22,7 +22,7 @@ pub struct Viewer<'a> {
 impl Rooms {
     /// An event in the client format, with its bundled aggregations (edits, threads, references).
     pub fn client_event(&self, stored: &StoredEvent, viewer: Option<Viewer<'_>>) -> Result<Value> {
-        self.client_event_cached(&Arc::new(CachedEvent::from_stored(stored.clone())?), viewer)
+        self.client_event_cached(&Arc::new(CachedEvent::from_stored(stored)?), viewer)
     }
 
     /// `client_event` for a cached event.
@@ -64,15 +64,13 @@ impl Rooms {
     /// A timeline event in the client format, with the viewer's membership at that event in
     /// `unsigned.membership` (MSC4115), as clients use to tell what they could see.
     pub fn timeline_event(&self, stored: &StoredEvent, viewer: Viewer<'_>) -> Result<ClientEvent> {
-        let found = match self.storage.short_event_id(&stored.event_id)? {
-            Some(short) => self.cached_event(short)?.map(|event| (short, event)),
-            None => None,
-        };
-        let Some((short, event)) = found else {
-            return self.render(&Arc::new(CachedEvent::from_stored(stored.clone())?), Some(viewer), true);
-        };
-        let (_, after) = self.event_snapshots(short)?;
-        self.timeline_event_in(&mut SeeMemo::default(), &event, after, viewer)
+        if let Some(short) = self.storage.short_event_id(&stored.event_id)?
+            && let Some(event) = self.cached_event(short)?
+        {
+            let (_, after) = self.event_snapshots(short)?;
+            return self.timeline_event_in(&mut SeeMemo::default(), &event, after, viewer);
+        }
+        self.render(&Arc::new(CachedEvent::from_stored(stored)?), Some(viewer), true)
     }
 
     /// `timeline_event` for a cached event whose state snapshot after it is known, through a

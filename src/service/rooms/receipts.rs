@@ -157,9 +157,16 @@ impl Rooms {
                 scanned += 1;
                 let Some(pdu) = self.event(short)? else { continue };
                 let Some(notify) = notification(&pdu, user, memo.display_name.as_deref()) else { continue };
-                if position
-                    <= *memo.threads.entry(notify.thread.clone()).or_insert_with_key(|t| read_up_to(t).unwrap_or(0))
-                {
+                // Looked up once a thread (the thread's name is copied only then).
+                let read = match memo.threads.get(&notify.thread) {
+                    Some(read) => *read,
+                    None => {
+                        let read = read_up_to(&notify.thread).unwrap_or(0);
+                        memo.threads.insert(notify.thread.clone(), read);
+                        read
+                    }
+                };
+                if position <= read {
                     continue;
                 }
                 memo.notifications += 1;

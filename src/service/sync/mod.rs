@@ -304,9 +304,8 @@ impl Builder<'_> {
             ("ephemeral".to_owned(), events(ephemeral)),
             ("unread_notifications".to_owned(), counts_json(if by_thread { unread.main() } else { unread.total() })),
         ]));
-        let threads: Map<String, Value> =
-            unread.threads().map(|(root, counts)| (root.to_owned(), counts_json(counts))).collect();
-        if by_thread && !threads.is_empty() {
+        if by_thread && unread.threads().next().is_some() {
+            let threads = unread.threads().map(|(root, counts)| (root.to_owned(), counts_json(counts))).collect();
             body["unread_thread_notifications"] = Value::Object(threads);
         }
         if membership_changed {
