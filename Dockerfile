@@ -8,10 +8,9 @@
 #       create-user admin --admin --password '...'          # while the server is stopped
 #
 # The binary comes from the build context: `target/release/myelin` by default, or the path given
-# with `--build-arg BINARY=...` (inside the context). RocksDB (Debian 12's, 7.8) is linked into it
-# statically; it needs Debian 12's C and C++ runtime, so build it on Debian 12 or in a Debian 12
-# container. `.dockerignore` keeps everything else out of
-# the context.
+# with `--build-arg BINARY=...` (inside the context). RocksDB (Debian 12's, 7.8) and the C++ runtime are
+# linked into it statically; it needs Debian 12's C library, so build it on Debian 12 or in a
+# Debian 12 container. `.dockerignore` keeps everything else out of the context.
 #
 # Configuration is by MYELIN_* environment variables (docs/configuration.md), or a TOML file
 # mounted into the container: `... myelin serve --config /etc/myelin/myelin.toml`.
@@ -34,8 +33,8 @@ LABEL org.opencontainers.image.title="Myelin" \
       org.opencontainers.image.revision="$REVISION" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
-# Runtime libraries only: the C++ runtime (RocksDB's) and the CA certificates the HTTP client
-# verifies servers with.
+# Runtime libraries only: the CA certificates the HTTP client verifies servers with, and the C++
+# runtime for a binary built where the compiler had no static one (build.rs links it in when it can).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libstdc++6 ca-certificates \
  && rm -rf /var/lib/apt/lists/*

@@ -3,6 +3,7 @@
 //! Requests flow one way: `api` (HTTP handlers) → `service` (logic) → `storage` (RocksDB).
 //! `docs/architecture.md` is the map.
 
+pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -41,6 +41,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     tracing::info!(server_name = %config.server_name, "client API listening on http://{address}");
     println!("myelin: listening on http://{address}");
 
+    crate::allocator::return_free_memory_periodically();
     tokio::spawn(Services::run_presence_sweeps(Arc::downgrade(&services)));
     tokio::spawn(Services::run_device_list_updates(Arc::downgrade(&services)));
     if let Err(e) = services.federation.sender.resume() {

@@ -309,3 +309,24 @@ async fn logs_carry_requests_but_no_secrets() {
         assert!(!log.contains(secret), "a secret leaked into the log");
     }
 }
+
+#[tokio::test]
+async fn state_resolution_logs_only_warnings_unless_asked() {
+    let quiet = TestServer::start().await;
+    let verbose = TestServer::start_with(&[("MYELIN_LOG__LEVEL", "info,ruma_state_res=info")]).await;
+    for server in [&quiet, &verbose] {
+        let alice = server.register("alice", "pw").await;
+        let room = crate::history::create_room(server, &alice, json!({})).await;
+        let (status, body) = server
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+                Some(&alice.token),
+                json!({ "msgtype": "m.text", "body": "hello" }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Two lines an event at INFO would bury the server's own messages.
+    assert!(!quiet.log().contains("ruma_state_res"), "{}", quiet.log());
+    assert!(verbose.log().contains("ruma_state_res"), "naming it in the filter shows it");
+}
