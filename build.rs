@@ -2,10 +2,11 @@
 //! was built with; link them too, from the same directory. Its C++ runtime is linked statically as
 //! well, when the compiler has the archive: the binary then carries the few hundred KiB of it that
 //! RocksDB calls instead of mapping the whole 2 MB shared library (1.4 MiB of it resident, measured),
-//! and runs where no libstdc++ is installed.
+//! and runs where no libstdc++ is installed. Relocations are packed (below).
 use std::{path::PathBuf, process::Command};
 
 fn main() {
+    pack_relative_relocations();
     println!("cargo:rerun-if-env-changed=ROCKSDB_STATIC");
     println!("cargo:rerun-if-env-changed=ROCKSDB_LIB_DIR");
     if std::env::var_os("ROCKSDB_STATIC").is_none() {
@@ -38,4 +39,15 @@ fn link_cxx_runtime_statically() {
         return;
     }
     println!("cargo:rustc-link-search=native={}", dir.display());
+}
+
+/// A position-independent binary (the default, for address-space randomisation) carries a
+/// relocation for every pointer in its read-only data, 24 bytes each: 0.9 MB, all read at start-up
+/// and resident from then on. Packed (DT_RELR, glibc 2.36 and binutils 2.38 or later, Debian 12
+/// has both) they take a few KiB.
+fn pack_relative_relocations() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu" {
+        println!("cargo:rustc-link-arg=-Wl,-z,pack-relative-relocs");
+    }
 }

@@ -143,6 +143,7 @@ impl Rooms {
                 UnreadMemo {
                     until: after,
                     display_name,
+                    main_read: None,
                     threads: HashMap::new(),
                     notifications: 0,
                     counts: UnreadCounts::default(),
@@ -158,19 +159,26 @@ impl Rooms {
                 let Some(pdu) = self.event(short)? else { continue };
                 let Some(notify) = notification(&pdu, user, memo.display_name.as_deref()) else { continue };
                 // Looked up once a thread (the thread's name is copied only then).
-                let read = match memo.threads.get(&notify.thread) {
-                    Some(read) => *read,
-                    None => {
-                        let read = read_up_to(&notify.thread).unwrap_or(0);
-                        memo.threads.insert(notify.thread.clone(), read);
-                        read
-                    }
+                let read = match &notify.thread {
+                    // A threaded receipt for the main timeline names the thread `main`.
+                    None => *memo.main_read.get_or_insert_with(|| read_up_to("main").unwrap_or(0)),
+                    Some(root) => match memo.threads.get(root) {
+                        Some(read) => *read,
+                        None => {
+                            let read = read_up_to(root).unwrap_or(0);
+                            memo.threads.insert(root.clone(), read);
+                            read
+                        }
+                    },
                 };
                 if position <= read {
                     continue;
                 }
                 memo.notifications += 1;
-                let counts = memo.counts.by_thread.entry(notify.thread).or_default();
+                let counts = match notify.thread {
+                    None => &mut memo.counts.main,
+                    Some(root) => memo.counts.threads.entry(root).or_default(),
+                };
                 counts.notifications += 1;
                 counts.highlights += usize::from(notify.highlight);
                 if memo.notifications == MAX_UNREAD {
@@ -191,8 +199,8 @@ impl Rooms {
 /// What an event means for a user's notifications: which thread's read position it is counted
 /// against, and whether it highlights (mentions them).
 pub struct Notification {
-    /// The thread root, `main` outside threads.
-    pub thread: String,
+    /// The thread root; none outside threads.
+    pub thread: Option<String>,
     pub highlight: bool,
 }
 
@@ -206,17 +214,14 @@ pub fn notification(pdu: &Pdu, user: &UserId, display_name: Option<&str>) -> Opt
     if kind == "m.room.member" {
         let invited = pdu.state_key.as_deref() == Some(user.as_str())
             && pdu.content_str("membership").as_deref() == Some("invite");
-        return invited.then(|| Notification { thread: "main".to_owned(), highlight: false });
+        return invited.then_some(Notification { thread: None, highlight: false });
     }
     if !NOTIFYING.contains(&kind.as_str()) {
         return None;
     }
     // Parsed once, and only the fields looked at.
     let content: Notable = serde_json::from_str(pdu.content.get()).unwrap_or_default();
-    Some(Notification {
-        thread: content.thread_root().unwrap_or_else(|| "main".to_owned()),
-        highlight: content.mentions(user, display_name),
-    })
+    Some(Notification { thread: content.thread_root(), highlight: content.mentions(user, display_name) })
 }
 
 /// Unread counts of a user in a room, counted up to a stream position, so that the next sync
@@ -227,17 +232,21 @@ pub(super) struct UnreadMemo {
     /// Counted up to here.
     until: u64,
     display_name: Option<String>,
-    /// Read positions of the threads looked up so far (`main` outside threads).
+    /// The read position outside threads, once looked up.
+    main_read: Option<u64>,
+    /// Read positions of the threads looked up so far, by root. Most rooms have none: nothing is
+    /// allocated for them.
     threads: HashMap<String, u64>,
     /// Notifications counted, all threads together.
     notifications: usize,
     counts: UnreadCounts,
 }
 
-/// A user's unread notifications in a room, by thread (`main` outside threads).
+/// A user's unread notifications in a room: outside threads, and in each thread by its root.
 #[derive(Clone, Debug, Default)]
 pub struct UnreadCounts {
-    pub by_thread: BTreeMap<String, Counts>,
+    pub main: Counts,
+    pub threads: BTreeMap<String, Counts>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,20 +258,10 @@ pub struct Counts {
 impl UnreadCounts {
     /// All threads and the main timeline together.
     pub fn total(&self) -> Counts {
-        self.by_thread.values().fold(Counts::default(), |sum, counts| Counts {
+        self.threads.values().fold(self.main, |sum, counts| Counts {
             notifications: sum.notifications + counts.notifications,
             highlights: sum.highlights + counts.highlights,
         })
-    }
-
-    /// Outside threads.
-    pub fn main(&self) -> Counts {
-        self.by_thread.get("main").copied().unwrap_or_default()
-    }
-
-    /// Each thread with unread notifications, by its root's ID.
-    pub fn threads(&self) -> impl Iterator<Item = (&str, Counts)> {
-        self.by_thread.iter().filter(|(thread, _)| *thread != "main").map(|(root, counts)| (root.as_str(), *counts))
     }
 }
 

@@ -302,10 +302,10 @@ impl Builder<'_> {
             ("state".to_owned(), events(state)),
             ("account_data".to_owned(), events(account_data)),
             ("ephemeral".to_owned(), events(ephemeral)),
-            ("unread_notifications".to_owned(), counts_json(if by_thread { unread.main() } else { unread.total() })),
+            ("unread_notifications".to_owned(), counts_json(if by_thread { unread.main } else { unread.total() })),
         ]));
-        if by_thread && unread.threads().next().is_some() {
-            let threads = unread.threads().map(|(root, counts)| (root.to_owned(), counts_json(counts))).collect();
+        if by_thread && !unread.threads.is_empty() {
+            let threads = unread.threads.iter().map(|(root, counts)| (root.clone(), counts_json(*counts))).collect();
             body["unread_thread_notifications"] = Value::Object(threads);
         }
         if membership_changed {
